@@ -1,0 +1,67 @@
+"""Build script for the optional Cython extension ``asyncws._speedups``.
+
+The extension is an accelerator, not a requirement: when it cannot be compiled
+(no C compiler, no Cython), the install still succeeds and asyncws runs on its
+pure-Python kernels, saying so in a warning.
+"""
+
+import os
+import sys
+import warnings
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class OptionalBuildExt(build_ext):
+    """A build_ext whose failure degrades to the pure-Python backend."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any build failure means "no speedups"
+            self._warn(exc)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            self._warn(exc)
+
+    @staticmethod
+    def _warn(exc: BaseException) -> None:
+        msg = (
+            "asyncws: could not compile the C extension asyncws._speedups "
+            f"({exc!r}); installing the pure-Python fallback, which is slower."
+        )
+        warnings.warn(msg, stacklevel=1)
+        print("WARNING: " + msg, file=sys.stderr)
+
+
+def extensions() -> list:
+    if os.environ.get("ASYNCWS_NO_EXTENSION") == "1":
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        print("WARNING: asyncws: Cython is not installed; no C extension.", file=sys.stderr)
+        return []
+    compile_args = [] if sys.platform == "win32" else ["-O3"]
+    ext = Extension(
+        "asyncws._speedups",
+        ["asyncws/_speedups.pyx"],
+        extra_compile_args=compile_args,
+    )
+    return cythonize(
+        [ext],
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
