@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Python 2 launcher for the real Autobahn|Testsuite ``wstest``, confined to loopback.
 
 Run it with the wstest virtualenv's interpreter, with the same arguments as ``wstest``
@@ -8,7 +7,6 @@ UI on port 8080. This launcher wraps Twisted's ``reactor.listenTCP`` / ``listenS
 that every listening socket is bound to 127.0.0.1, adds ``-u 0`` (no web UI) unless a
 web port was given explicitly, and then calls wstest's own entry point unchanged.
 """
-from __future__ import print_function
 
 import sys
 
@@ -33,8 +31,10 @@ def _force_loopback(reactor):
 def _disable_web_ui(argv):
     """Return argv with ``-u 0`` appended unless a web port is already given."""
     for arg in argv:
-        if arg in ("-u", "--webport") or arg.startswith("--webport=") or (
-            arg.startswith("-u") and len(arg) > 2
+        if (
+            arg in ("-u", "--webport")
+            or arg.startswith("--webport=")
+            or (arg.startswith("-u") and len(arg) > 2)
         ):
             return argv
     return argv + ["-u", "0"]
