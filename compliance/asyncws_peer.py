@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import signal
 import ssl
@@ -27,12 +28,13 @@ MAX_SIZE = 16 * 2**20  # Autobahn 9.1.6 / 9.2.6 send 16 MiB messages.
 
 def detect_backend() -> str:
     """Name the framing backend asyncws loaded: ``speedups`` or ``purepython``."""
-    for name in ("asyncws._kernels", "asyncws"):
-        mod = sys.modules.get(name)
-        for attr in ("BACKEND", "backend", "__backend__"):
-            value = getattr(mod, attr, None)
-            if isinstance(value, str):
-                return "speedups" if "speedup" in value.lower() else "purepython"
+    try:
+        kernels = importlib.import_module("asyncws._kernels")
+    except ImportError:
+        kernels = None
+    value = getattr(kernels, "BACKEND", None)
+    if isinstance(value, str):
+        return "speedups" if "speedup" in value.lower() else "purepython"
     return "speedups" if "asyncws._speedups" in sys.modules else "purepython"
 
 
