@@ -1,0 +1,52 @@
+"""The one place that chooses which framing kernels asyncws runs on.
+
+This module holds the selection between the Cython extension ``_speedups`` and its pure-Python
+twin ``_purepython`` and re-exports the chosen set under one interface (``apply_mask``,
+``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``, ``build_frame``, ``build_header``).
+The choice is made once, at import time: the extension when it imports, unless the environment
+sets ``ASYNCWS_NO_SPEEDUPS=1``. Nothing else in the package may import either backend directly
+or know that two exist; ``HAS_SPEEDUPS`` tells which one is active.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "HAS_SPEEDUPS",
+    "BACKEND",
+    "apply_mask",
+    "apply_mask_inplace",
+    "Utf8Validator",
+    "FrameReader",
+    "build_frame",
+    "build_header",
+]
+
+HAS_SPEEDUPS = False
+if os.environ.get("ASYNCWS_NO_SPEEDUPS", "") not in ("1", "true", "yes"):
+    try:
+        from ._speedups import (
+            FrameReader,
+            Utf8Validator,
+            apply_mask,
+            apply_mask_inplace,
+            build_frame,
+            build_header,
+        )
+
+        HAS_SPEEDUPS = True
+    except ImportError:  # not compiled: the install said so; run on the fallback
+        pass
+
+if not HAS_SPEEDUPS:
+    from ._purepython import (  # type: ignore[assignment]
+        FrameReader,
+        Utf8Validator,
+        apply_mask,
+        apply_mask_inplace,
+        build_frame,
+        build_header,
+    )
+
+BACKEND = "speedups" if HAS_SPEEDUPS else "purepython"

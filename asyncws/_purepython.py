@@ -1,0 +1,356 @@
+"""The framing kernels in pure Python: the fallback twin of ``_speedups.pyx``.
+
+This module holds ``apply_mask``, ``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``,
+``build_frame`` and ``build_header`` with exactly the names, signatures and behaviour of the Cython
+extension, so that either can serve ``_kernels``. It must not import asyncio, know about
+connections or handshakes, or be imported by anything but ``_kernels`` and the tests: the choice
+of backend is made in one place. Its code is the readable reference of the framing rules; the
+Cython module mirrors it branch for branch.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from typing import List, Optional, Tuple, Union
+
+__all__ = [
+    "apply_mask",
+    "apply_mask_inplace",
+    "Utf8Validator",
+    "FrameReader",
+    "build_frame",
+    "build_header",
+]
+
+Buffer = Union[bytes, bytearray, memoryview]
+Item = Union[str, bytes, Tuple[int, bytes]]
+
+# Largest "no limit" size: a frame length is at most 2**63 - 1 (section 5.2).
+_NO_LIMIT = (1 << 63) - 1
+
+
+def apply_mask(data: Buffer, mask: bytes) -> bytes:
+    """Return ``data`` XORed with the repeated 4-byte ``mask`` (RFC 6455 section 5.3)."""
+    if len(mask) != 4:
+        raise ValueError("mask must be 4 bytes")
+    n = len(data)
+    if n == 0:
+        return b""
+    # One big-integer XOR runs in C over the whole payload: far faster than a byte loop.
+    key = (bytes(mask) * ((n >> 2) + 1))[:n]
+    value = int.from_bytes(data, "little") ^ int.from_bytes(key, "little")
+    return value.to_bytes(n, "little")
+
+
+def apply_mask_inplace(buf: Union[bytearray, memoryview], mask: bytes, offset: int = 0) -> None:
+    """XOR the writable ``buf`` with ``mask`` in place, as if it started ``offset`` bytes into a
+    masked payload (so that a payload arriving in pieces can be unmasked piece by piece)."""
+    if len(mask) != 4:
+        raise ValueError("mask must be 4 bytes")
+    if len(buf) == 0:
+        return
+    phase = offset & 3
+    key = bytes(mask[phase:]) + bytes(mask[:phase])
+    buf[:] = apply_mask(buf, key)
+
+
+class Utf8Validator:
+    """Incremental UTF-8 validation: feed pieces with ``validate``; state carries across them.
+
+    ``validate`` returns False as soon as a piece holds a byte that cannot continue valid UTF-8
+    (RFC 3629), even when the sequence it belongs to is not finished yet; ``complete`` tells
+    whether everything fed so far ends on a character boundary.
+    """
+
+    __slots__ = ("_decoder", "_failed")
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._failed = False
+
+    def validate(self, data: Buffer) -> bool:
+        if self._failed:
+            return False
+        try:
+            # CPython's stateful decoder rejects an impossible byte at once and only keeps a
+            # truncated-but-possible sequence pending, which is the fail-fast rule we need.
+            self._decoder.decode(data, False)
+        except UnicodeDecodeError:
+            self._failed = True
+            return False
+        return True
+
+    @property
+    def complete(self) -> bool:
+        return not self._failed and not self._decoder.getstate()[0]
+
+    def reset(self) -> None:
+        self._decoder.reset()
+        self._failed = False
+
+
+class FrameReader:
+    """Parse a stream of WebSocket frames (RFC 6455 section 5) into whole messages.
+
+    ``feed(data)`` consumes any number of bytes and returns, in order, every message and control
+    frame they complete: a text message as ``str``, a binary message as ``bytes``, a control frame
+    as a tuple ``(opcode, payload)``. Fragments are reassembled and unmasked, text is validated as
+    it arrives. On a protocol violation the items before it are returned, ``error`` is set to
+    ``(close_code, reason)`` and nothing more is parsed; after a Close frame nothing more is parsed
+    either (section 5.5.1). ``has_control`` tells whether the last ``feed`` returned any tuple.
+    """
+
+    def __init__(self, expect_masked: bool, max_size: Optional[int] = None) -> None:
+        self._expect_masked = bool(expect_masked)
+        self._max_size = _NO_LIMIT if max_size is None else int(max_size)
+        self.error: Optional[Tuple[int, str]] = None
+        self.closed = False
+        self.has_control = False
+        self._pending = b""  # the start of a header split across two feeds
+        self._in_payload = False
+        # The frame being read when its payload spans feeds.
+        self._opcode = 0
+        self._fin = False
+        self._mask: Optional[bytes] = None
+        self._remaining = 0
+        self._offset = 0
+        self._control = bytearray()
+        # The message being assembled.
+        self._msg_opcode = 0  # 0: none, OP_TEXT or OP_BINARY
+        self._msg = bytearray()
+        self._utf8 = Utf8Validator()
+
+    @property
+    def max_size(self) -> int:
+        return self._max_size
+
+    def _fail(self, code: int, reason: str) -> None:
+        self.error = (code, reason)
+        self.closed = True
+        self._msg = bytearray()
+
+    def feed(self, data: Buffer) -> List[Item]:
+        out: List[Item] = []
+        self.has_control = False
+        if self.closed:
+            return out
+        if self._pending:
+            data = self._pending + bytes(data)
+            self._pending = b""
+        n = len(data)
+        pos = 0
+        while True:
+            if self._in_payload:
+                if self._remaining:
+                    if pos >= n:
+                        break
+                    take = min(self._remaining, n - pos)
+                    chunk = data[pos : pos + take]
+                    pos += take
+                    if self._mask is not None:
+                        chunk = apply_mask(chunk, self._rotated_mask())
+                    self._offset += take
+                    self._remaining -= take
+                    if self._opcode >= 0x8:
+                        self._control += chunk
+                    else:
+                        self._msg += chunk
+                        if self._msg_opcode == 0x1 and not self._utf8.validate(chunk):
+                            self._fail(1007, "invalid UTF-8 in text message")
+                            return out
+                if self._remaining:
+                    break
+                self._in_payload = False
+                if not self._end_frame(out):
+                    return out
+                continue
+            if pos >= n:
+                break
+            # Section 5.2: the base header is 2 bytes, then 0, 2 or 8 length bytes, then the
+            # 4-byte masking key when the MASK bit is set.
+            if n - pos < 2:
+                self._pending = bytes(data[pos:])
+                break
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            size = b1 & 0x7F
+            masked = b1 & 0x80
+            hlen = 2 + (2 if size == 126 else 8 if size == 127 else 0) + (4 if masked else 0)
+            if n - pos < hlen:
+                self._pending = bytes(data[pos:])
+                break
+            fin = b0 & 0x80
+            opcode = b0 & 0x0F
+            if b0 & 0x70:
+                # Section 5.2: RSV1-3 MUST be 0 unless an extension defines them.
+                self._fail(1002, "reserved bits set")
+                return out
+            if opcode >= 0x8:
+                if opcode > 0xA:
+                    self._fail(1002, f"reserved opcode {opcode}")
+                    return out
+                # Section 5.5: control frames MUST NOT be fragmented and carry <= 125 bytes.
+                if not fin:
+                    self._fail(1002, "fragmented control frame")
+                    return out
+                if size > 125:
+                    self._fail(1002, "control frame payload over 125 bytes")
+                    return out
+            elif opcode == 0x0:
+                # Section 5.4: a continuation needs a message in progress.
+                if self._msg_opcode == 0:
+                    self._fail(1002, "continuation frame without a message to continue")
+                    return out
+            elif opcode <= 0x2:
+                if self._msg_opcode != 0:
+                    self._fail(1002, "new data frame before the fragmented message ended")
+                    return out
+            else:
+                self._fail(1002, f"reserved opcode {opcode}")
+                return out
+            # Section 5.1: clients MUST mask, servers MUST NOT.
+            if bool(masked) != self._expect_masked:
+                self._fail(1002, "unmasked frame" if self._expect_masked else "masked frame")
+                return out
+            p = pos + 2
+            if size == 126:
+                size = (data[p] << 8) | data[p + 1]
+                p += 2
+            elif size == 127:
+                size = int.from_bytes(data[p : p + 8], "big")
+                p += 8
+                if size >> 63:
+                    # Section 5.2: the most significant bit MUST be 0.
+                    self._fail(1002, "frame length with the most significant bit set")
+                    return out
+            if opcode < 0x8 and size > self._max_size - len(self._msg):
+                self._fail(1009, f"message larger than max_size ({self._max_size} bytes)")
+                return out
+            mask = bytes(data[p : p + 4]) if masked else None
+            pos = p + (4 if masked else 0)
+            if fin and opcode != 0x0 and n - pos >= size:
+                # Fast path: a whole frame in this chunk, not part of a fragmented message.
+                payload = bytes(data[pos : pos + size])
+                pos += size
+                if mask is not None:
+                    payload = apply_mask(payload, mask)
+                if opcode == 0x1:
+                    try:
+                        out.append(payload.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        self._fail(1007, "invalid UTF-8 in text message")
+                        return out
+                elif opcode == 0x2:
+                    out.append(payload)
+                else:
+                    self.has_control = True
+                    out.append((opcode, payload))
+                    if opcode == 0x8:
+                        self.closed = True
+                        return out
+                continue
+            # Slow path: the payload arrives over several feeds, or belongs to a fragmented
+            # message; unmask and validate each piece as it comes.
+            self._opcode = opcode
+            self._fin = bool(fin)
+            self._mask = mask
+            self._remaining = size
+            self._offset = 0
+            self._in_payload = True
+            if opcode >= 0x8:
+                self._control = bytearray()
+            elif opcode != 0x0:
+                self._msg_opcode = opcode
+                self._msg = bytearray()
+                self._utf8.reset()
+        return out
+
+    def _rotated_mask(self) -> bytes:
+        mask = self._mask
+        assert mask is not None
+        phase = self._offset & 3
+        return mask[phase:] + mask[:phase]
+
+    def _end_frame(self, out: List[Item]) -> bool:
+        """Finish the frame whose payload just completed; False once nothing more may be read."""
+        opcode = self._opcode
+        if opcode >= 0x8:
+            self.has_control = True
+            out.append((opcode, bytes(self._control)))
+            if opcode == 0x8:
+                self.closed = True
+                return False
+            return True
+        if not self._fin:
+            return True
+        msg = bytes(self._msg)
+        self._msg = bytearray()
+        if self._msg_opcode == 0x1:
+            if not self._utf8.complete:
+                self._fail(1007, "text message ends inside a UTF-8 sequence")
+                return False
+            out.append(msg.decode("utf-8"))
+        else:
+            out.append(msg)
+        self._msg_opcode = 0
+        return True
+
+
+class _MaskKeys:
+    """Masking keys from the OS's CSPRNG (section 10.3 wants them unpredictable), drawn 1 KiB at a
+    time so that a frame costs a slice, not a system call."""
+
+    __slots__ = ("_pool", "_pos")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        pos = self._pos
+        if pos + 4 > len(self._pool):
+            self._pool = os.urandom(1024)
+            pos = 0
+        self._pos = pos + 4
+        return self._pool[pos : pos + 4]
+
+    def forget(self) -> None:
+        # A forked child must not reuse the keys its parent will also use.
+        self._pool = b""
+        self._pos = 0
+
+
+_mask_keys = _MaskKeys()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mask_keys.forget)
+
+
+def build_header(opcode: int, length: int, fin: bool = True, mask: bool = False) -> bytes:
+    """Return the header of a frame carrying ``length`` payload bytes (RFC 6455 section 5.2),
+    using the shortest length encoding. With ``mask`` the header ends with a fresh masking key."""
+    b0 = (0x80 if fin else 0) | opcode
+    mbit = 0x80 if mask else 0
+    if length < 126:
+        head = bytes((b0, mbit | length))
+    elif length < 65536:
+        head = bytes((b0, mbit | 126)) + length.to_bytes(2, "big")
+    else:
+        head = bytes((b0, mbit | 127)) + length.to_bytes(8, "big")
+    if mask:
+        head += _mask_keys.next()
+    return head
+
+
+def build_frame(
+    opcode: int, payload: Union[Buffer, str], mask: bool, fin: bool = True
+) -> bytes:
+    """Return a whole frame (header and payload in one buffer); with ``mask`` the payload is
+    masked with a fresh random key, as a client must (section 5.3). A ``str`` payload is sent
+    as its UTF-8 bytes."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    head = build_header(opcode, len(payload), fin, mask)
+    if mask:
+        return head + apply_mask(payload, head[-4:])
+    return head + bytes(payload)

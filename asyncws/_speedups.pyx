@@ -1,0 +1,634 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The framing kernels in Cython: masking, UTF-8 validation, frame parsing and building.
+
+This module holds ``apply_mask``, ``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``,
+``build_frame`` and ``build_header``: the per-byte and per-frame work of RFC 6455, written against
+raw buffers so that a received chunk is parsed in one call with one copy per message. It mirrors
+``_purepython.py`` name for name and branch for branch; it must not import asyncio or know about
+connections, handshakes or which backend is active (``_kernels`` decides that).
+"""
+
+import os
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_DecodeUTF8
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
+
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
+
+
+__all__ = [
+    "apply_mask",
+    "apply_mask_inplace",
+    "Utf8Validator",
+    "FrameReader",
+    "build_frame",
+    "build_header",
+]
+
+# Largest "no limit" size: a frame length is at most 2**63 - 1 (section 5.2).
+cdef unsigned long long _NO_LIMIT = (1ULL << 63) - 1
+
+# Text frames up to this size are unmasked on the stack before decoding, saving an allocation.
+cdef enum:
+    STACK_TEXT = 2048
+
+
+# ---------------------------------------------------------------------------------------------
+# Masking (section 5.3)
+
+cdef inline void _xor_mask(unsigned char* dst, const unsigned char* src, Py_ssize_t n,
+                           const unsigned char* key, Py_ssize_t phase) noexcept nogil:
+    """dst[i] = src[i] ^ key[(phase + i) % 4]; dst may be src (in place)."""
+    cdef unsigned char k[4]
+    cdef uint32_t k32
+    cdef uint64_t k64, w0, w1
+    cdef Py_ssize_t i = 0
+    k[0] = key[phase & 3]
+    k[1] = key[(phase + 1) & 3]
+    k[2] = key[(phase + 2) & 3]
+    k[3] = key[(phase + 3) & 3]
+    if n >= 8:
+        memcpy(&k32, k, 4)
+        # Both halves hold the same 4 bytes, so the byte order of the machine does not matter.
+        k64 = (<uint64_t>k32) | ((<uint64_t>k32) << 32)
+        # 16 bytes per step through memcpy'd words: unaligned-safe, and gcc/clang turn it into
+        # wide loads and stores.
+        while i + 16 <= n:
+            memcpy(&w0, src + i, 8)
+            memcpy(&w1, src + i + 8, 8)
+            w0 ^= k64
+            w1 ^= k64
+            memcpy(dst + i, &w0, 8)
+            memcpy(dst + i + 8, &w1, 8)
+            i += 16
+        if i + 8 <= n:
+            memcpy(&w0, src + i, 8)
+            w0 ^= k64
+            memcpy(dst + i, &w0, 8)
+            i += 8
+    # i is a multiple of 8 here, so the key phase is still k[0] at i.
+    while i < n:
+        dst[i] = src[i] ^ k[i & 3]
+        i += 1
+
+
+cdef inline void _check_mask(const unsigned char** key, object mask, Py_buffer* view) except *:
+    PyObject_GetBuffer(mask, view, PyBUF_SIMPLE)
+    if view.len != 4:
+        PyBuffer_Release(view)
+        raise ValueError("mask must be 4 bytes")
+    key[0] = <const unsigned char*>view.buf
+
+
+def apply_mask(data, mask):
+    """Return ``data`` XORed with the repeated 4-byte ``mask`` (RFC 6455 section 5.3)."""
+    cdef Py_buffer dview, mview
+    cdef const unsigned char* key
+    cdef unsigned char* dst
+    _check_mask(&key, mask, &mview)
+    try:
+        PyObject_GetBuffer(data, &dview, PyBUF_SIMPLE)
+        try:
+            result = PyBytes_FromStringAndSize(NULL, dview.len)
+            dst = <unsigned char*>PyBytes_AS_STRING(result)
+            with nogil:
+                _xor_mask(dst, <const unsigned char*>dview.buf, dview.len, key, 0)
+        finally:
+            PyBuffer_Release(&dview)
+    finally:
+        PyBuffer_Release(&mview)
+    return result
+
+
+def apply_mask_inplace(buf, mask, Py_ssize_t offset=0):
+    """XOR the writable ``buf`` with ``mask`` in place, as if it started ``offset`` bytes into a
+    masked payload (so that a payload arriving in pieces can be unmasked piece by piece)."""
+    cdef Py_buffer dview, mview
+    cdef const unsigned char* key
+    _check_mask(&key, mask, &mview)
+    try:
+        PyObject_GetBuffer(buf, &dview, PyBUF_WRITABLE)
+        try:
+            with nogil:
+                _xor_mask(<unsigned char*>dview.buf, <const unsigned char*>dview.buf,
+                          dview.len, key, offset & 3)
+        finally:
+            PyBuffer_Release(&dview)
+    finally:
+        PyBuffer_Release(&mview)
+
+
+# ---------------------------------------------------------------------------------------------
+# UTF-8 validation (RFC 3629 section 4)
+#
+# The state between pieces is packed in one int: 0 at a character boundary, else
+# remaining | lo << 8 | hi << 16, where remaining continuation bytes are still due and the next
+# one must lie in [lo, hi]. The ranges are those of RFC 3629's table, which excludes overlongs,
+# surrogates and code points above U+10FFFF at the first byte where they become impossible.
+
+cdef inline int _utf8_step(int state, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """Validate n more bytes; return the new state, or -1 at the first impossible byte."""
+    cdef Py_ssize_t i = 0
+    cdef unsigned int c
+    cdef int rem = state & 0xFF
+    cdef unsigned int lo = (state >> 8) & 0xFF
+    cdef unsigned int hi = (state >> 16) & 0xFF
+    cdef uint64_t w
+    while i < n:
+        if rem == 0:
+            # ASCII fast path: 8 bytes per step while no byte has its top bit set.
+            while i + 8 <= n:
+                memcpy(&w, p + i, 8)
+                if w & 0x8080808080808080ULL:
+                    break
+                i += 8
+            if i >= n:
+                break
+            c = p[i]
+            i += 1
+            if c < 0x80:
+                continue
+            if c < 0xC2:
+                return -1
+            if c < 0xE0:
+                rem = 1
+                lo = 0x80
+                hi = 0xBF
+            elif c < 0xF0:
+                rem = 2
+                lo = 0xA0 if c == 0xE0 else 0x80
+                hi = 0x9F if c == 0xED else 0xBF
+            elif c < 0xF5:
+                rem = 3
+                lo = 0x90 if c == 0xF0 else 0x80
+                hi = 0x8F if c == 0xF4 else 0xBF
+            else:
+                return -1
+        else:
+            c = p[i]
+            i += 1
+            if c < lo or c > hi:
+                return -1
+            rem -= 1
+            lo = 0x80
+            hi = 0xBF
+    if rem == 0:
+        return 0
+    return rem | (lo << 8) | (hi << 16)
+
+
+cdef class Utf8Validator:
+    """Incremental UTF-8 validation: feed pieces with ``validate``; state carries across them.
+
+    ``validate`` returns False as soon as a piece holds a byte that cannot continue valid UTF-8
+    (RFC 3629), even when the sequence it belongs to is not finished yet; ``complete`` tells
+    whether everything fed so far ends on a character boundary.
+    """
+
+    cdef int _state
+
+    def __cinit__(self):
+        self._state = 0
+
+    def validate(self, data):
+        cdef Py_buffer view
+        if self._state < 0:
+            return False
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            with nogil:
+                self._state = _utf8_step(self._state, <const unsigned char*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return self._state >= 0
+
+    @property
+    def complete(self):
+        return self._state == 0
+
+    def reset(self):
+        self._state = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame parsing (section 5.2 - 5.5)
+
+cdef inline Py_ssize_t _header_size(unsigned char b1) noexcept nogil:
+    cdef unsigned char size = b1 & 0x7F
+    cdef Py_ssize_t hlen = 2
+    if size == 126:
+        hlen += 2
+    elif size == 127:
+        hlen += 8
+    if b1 & 0x80:
+        hlen += 4
+    return hlen
+
+
+cdef class FrameReader:
+    """Parse a stream of WebSocket frames (RFC 6455 section 5) into whole messages.
+
+    ``feed(data)`` consumes any number of bytes and returns, in order, every message and control
+    frame they complete: a text message as ``str``, a binary message as ``bytes``, a control frame
+    as a tuple ``(opcode, payload)``. Fragments are reassembled and unmasked, text is validated as
+    it arrives. On a protocol violation the items before it are returned, ``error`` is set to
+    ``(close_code, reason)`` and nothing more is parsed; after a Close frame nothing more is parsed
+    either (section 5.5.1). ``has_control`` tells whether the last ``feed`` returned any tuple.
+    """
+
+    cdef readonly object error
+    cdef readonly bint closed
+    cdef readonly bint has_control
+    cdef bint _expect_masked
+    cdef unsigned long long _max_size
+    # The start of a header split across two feeds.
+    cdef unsigned char _hdr[14]
+    cdef Py_ssize_t _hdr_len
+    # The frame being read when its payload spans feeds.
+    cdef bint _in_payload
+    cdef int _opcode
+    cdef bint _fin
+    cdef bint _masked
+    cdef unsigned char _mask[4]
+    cdef unsigned long long _remaining
+    cdef unsigned long long _offset
+    cdef unsigned char _control[125]
+    cdef Py_ssize_t _control_len
+    # The message being assembled.
+    cdef int _msg_opcode
+    cdef bytearray _msg
+    cdef Py_ssize_t _msg_len
+    cdef int _utf8
+
+    def __init__(self, bint expect_masked, max_size=None):
+        self._expect_masked = expect_masked
+        self._max_size = _NO_LIMIT if max_size is None else <unsigned long long>max_size
+        self.error = None
+        self.closed = False
+        self.has_control = False
+        self._hdr_len = 0
+        self._in_payload = False
+        self._msg_opcode = 0
+        self._msg = None
+        self._msg_len = 0
+        self._utf8 = 0
+
+    @property
+    def max_size(self):
+        return self._max_size
+
+    cdef int _fail(self, int code, str reason) except -1:
+        self.error = (code, reason)
+        self.closed = True
+        self._msg = None
+        self._msg_len = 0
+        return 0
+
+    def feed(self, data):
+        cdef Py_buffer view
+        cdef list out = []
+        self.has_control = False
+        if self.closed:
+            return out
+        if PyBytes_CheckExact(data):
+            self._feed(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out)
+        else:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            try:
+                self._feed(<const unsigned char*>view.buf, view.len, out)
+            finally:
+                PyBuffer_Release(&view)
+        return out
+
+    cdef int _feed(self, const unsigned char* buf, Py_ssize_t n, list out) except -1:
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t hlen, take
+        cdef const unsigned char* hp
+        cdef unsigned char* dst
+        cdef unsigned long long size
+        cdef int opcode
+        while True:
+            if self._in_payload:
+                if self._remaining:
+                    if pos >= n:
+                        break
+                    take = <Py_ssize_t>self._remaining if self._remaining < <unsigned long long>(n - pos) else n - pos
+                    if self._opcode >= 0x8:
+                        dst = self._control + self._control_len
+                        self._control_len += take
+                    else:
+                        PyByteArray_Resize(self._msg, self._msg_len + take)
+                        dst = <unsigned char*>PyByteArray_AS_STRING(self._msg) + self._msg_len
+                        self._msg_len += take
+                    if self._masked:
+                        _xor_mask(dst, buf + pos, take, self._mask, <Py_ssize_t>(self._offset & 3))
+                    else:
+                        memcpy(dst, buf + pos, take)
+                    pos += take
+                    self._offset += take
+                    self._remaining -= take
+                    if self._opcode < 0x8 and self._msg_opcode == 0x1:
+                        self._utf8 = _utf8_step(self._utf8, dst, take)
+                        if self._utf8 < 0:
+                            self._fail(1007, "invalid UTF-8 in text message")
+                            return 0
+                if self._remaining:
+                    break
+                self._in_payload = False
+                if not self._end_frame(out):
+                    return 0
+                continue
+            if pos >= n:
+                break
+            # Section 5.2: the base header is 2 bytes, then 0, 2 or 8 length bytes, then the
+            # 4-byte masking key when the MASK bit is set.
+            if self._hdr_len:
+                if self._hdr_len == 1:
+                    self._hdr[1] = buf[pos]
+                    pos += 1
+                    self._hdr_len = 2
+                hlen = _header_size(self._hdr[1])
+                take = hlen - self._hdr_len
+                if take > n - pos:
+                    take = n - pos
+                memcpy(self._hdr + self._hdr_len, buf + pos, take)
+                self._hdr_len += take
+                pos += take
+                if self._hdr_len < hlen:
+                    break
+                self._hdr_len = 0
+                hp = self._hdr
+            else:
+                if n - pos < 2:
+                    self._hdr[0] = buf[pos]
+                    self._hdr_len = 1
+                    break
+                hlen = _header_size(buf[pos + 1])
+                if n - pos < hlen:
+                    memcpy(self._hdr, buf + pos, n - pos)
+                    self._hdr_len = n - pos
+                    break
+                hp = buf + pos
+                pos += hlen
+            if not self._parse_header(hp):
+                return 0
+            opcode = self._opcode
+            size = self._remaining
+            if self._fin and opcode != 0x0 and size <= <unsigned long long>(n - pos):
+                # Fast path: a whole frame in this chunk, not part of a fragmented message.
+                if not self._whole_frame(buf + pos, <Py_ssize_t>size, out):
+                    return 0
+                pos += <Py_ssize_t>size
+                continue
+            # Slow path: the payload arrives over several feeds, or belongs to a fragmented
+            # message; unmask and validate each piece as it comes.
+            self._offset = 0
+            self._in_payload = True
+            if opcode >= 0x8:
+                self._control_len = 0
+            elif opcode != 0x0:
+                self._msg_opcode = opcode
+                self._msg = bytearray()
+                self._msg_len = 0
+                self._utf8 = 0
+        return 0
+
+    cdef bint _parse_header(self, const unsigned char* hp) except -1:
+        """Decode and check one complete header; False (with ``error`` set) on a violation."""
+        cdef unsigned char b0 = hp[0]
+        cdef unsigned char b1 = hp[1]
+        cdef int opcode = b0 & 0x0F
+        cdef bint fin = (b0 & 0x80) != 0
+        cdef bint masked = (b1 & 0x80) != 0
+        cdef unsigned long long size = b1 & 0x7F
+        cdef Py_ssize_t p = 2
+        cdef int i
+        if b0 & 0x70:
+            # Section 5.2: RSV1-3 MUST be 0 unless an extension defines them.
+            self._fail(1002, "reserved bits set")
+            return False
+        if opcode >= 0x8:
+            if opcode > 0xA:
+                self._fail(1002, f"reserved opcode {opcode}")
+                return False
+            # Section 5.5: control frames MUST NOT be fragmented and carry <= 125 bytes.
+            if not fin:
+                self._fail(1002, "fragmented control frame")
+                return False
+            if size > 125:
+                self._fail(1002, "control frame payload over 125 bytes")
+                return False
+        elif opcode == 0x0:
+            # Section 5.4: a continuation needs a message in progress.
+            if self._msg_opcode == 0:
+                self._fail(1002, "continuation frame without a message to continue")
+                return False
+        elif opcode <= 0x2:
+            if self._msg_opcode != 0:
+                self._fail(1002, "new data frame before the fragmented message ended")
+                return False
+        else:
+            self._fail(1002, f"reserved opcode {opcode}")
+            return False
+        # Section 5.1: clients MUST mask, servers MUST NOT.
+        if masked != self._expect_masked:
+            self._fail(1002, "unmasked frame" if self._expect_masked else "masked frame")
+            return False
+        if size == 126:
+            size = (<unsigned long long>hp[2] << 8) | hp[3]
+            p = 4
+        elif size == 127:
+            size = 0
+            for i in range(8):
+                size = (size << 8) | hp[2 + i]
+            p = 10
+            if size >> 63:
+                # Section 5.2: the most significant bit MUST be 0.
+                self._fail(1002, "frame length with the most significant bit set")
+                return False
+        if opcode < 0x8 and size > self._max_size - <unsigned long long>self._msg_len:
+            self._fail(1009, f"message larger than max_size ({self._max_size} bytes)")
+            return False
+        self._opcode = opcode
+        self._fin = fin
+        self._masked = masked
+        if masked:
+            memcpy(self._mask, hp + p, 4)
+        self._remaining = size
+        return True
+
+    cdef bint _whole_frame(self, const unsigned char* p, Py_ssize_t size, list out) except -1:
+        """Emit a frame whose payload is all in ``p``; False once nothing more may be read."""
+        cdef int opcode = self._opcode
+        cdef bytes payload
+        cdef unsigned char tmp[STACK_TEXT]
+        cdef const unsigned char* src = p
+        if opcode == 0x1:
+            if self._masked:
+                if size <= STACK_TEXT:
+                    _xor_mask(tmp, p, size, self._mask, 0)
+                    src = tmp
+                else:
+                    payload = PyBytes_FromStringAndSize(NULL, size)
+                    _xor_mask(<unsigned char*>PyBytes_AS_STRING(payload), p, size, self._mask, 0)
+                    src = <const unsigned char*>PyBytes_AS_STRING(payload)
+            try:
+                out.append(PyUnicode_DecodeUTF8(<const char*>src, size, NULL))
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 in text message")
+                return False
+            return True
+        payload = PyBytes_FromStringAndSize(NULL, size)
+        if self._masked:
+            _xor_mask(<unsigned char*>PyBytes_AS_STRING(payload), p, size, self._mask, 0)
+        else:
+            memcpy(PyBytes_AS_STRING(payload), p, size)
+        if opcode == 0x2:
+            out.append(payload)
+            return True
+        self.has_control = True
+        out.append((opcode, payload))
+        if opcode == 0x8:
+            self.closed = True
+            return False
+        return True
+
+    cdef bint _end_frame(self, list out) except -1:
+        """Finish the frame whose payload just completed; False once nothing more may be read."""
+        cdef int opcode = self._opcode
+        cdef const char* data
+        if opcode >= 0x8:
+            self.has_control = True
+            out.append((opcode, PyBytes_FromStringAndSize(<char*>self._control, self._control_len)))
+            if opcode == 0x8:
+                self.closed = True
+                return False
+            return True
+        if not self._fin:
+            return True
+        data = PyByteArray_AS_STRING(self._msg)
+        if self._msg_opcode == 0x1:
+            if self._utf8 != 0:
+                self._fail(1007, "text message ends inside a UTF-8 sequence")
+                return False
+            out.append(PyUnicode_DecodeUTF8(data, self._msg_len, NULL))
+        else:
+            out.append(PyBytes_FromStringAndSize(data, self._msg_len))
+        self._msg = None
+        self._msg_len = 0
+        self._msg_opcode = 0
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame building (section 5.2)
+
+# Masking keys from the OS's CSPRNG (section 10.3 wants them unpredictable), drawn 1 KiB at a
+# time so that a frame costs 4 bytes of a buffer, not a system call.
+cdef unsigned char _keys[1024]
+cdef Py_ssize_t _keys_pos = 1024
+
+
+cdef inline void _next_key(unsigned char* dst) except *:
+    global _keys_pos
+    if _keys_pos + 4 > 1024:
+        pool = os.urandom(1024)
+        memcpy(_keys, PyBytes_AS_STRING(pool), 1024)
+        _keys_pos = 0
+    memcpy(dst, _keys + _keys_pos, 4)
+    _keys_pos += 4
+
+
+def _forget_keys():
+    # A forked child must not reuse the keys its parent will also use.
+    global _keys_pos
+    _keys_pos = 1024
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_keys)
+
+
+cdef inline Py_ssize_t _write_header(unsigned char* h, int opcode, unsigned long long length,
+                                     bint fin, bint mask) noexcept:
+    cdef unsigned char mbit = 0x80 if mask else 0
+    cdef int i
+    h[0] = (0x80 if fin else 0) | opcode
+    if length < 126:
+        h[1] = mbit | <unsigned char>length
+        return 2
+    if length < 65536:
+        h[1] = mbit | 126
+        h[2] = <unsigned char>(length >> 8)
+        h[3] = <unsigned char>length
+        return 4
+    h[1] = mbit | 127
+    for i in range(8):
+        h[2 + i] = <unsigned char>(length >> (56 - 8 * i))
+    return 10
+
+
+def build_header(int opcode, unsigned long long length, bint fin=True, bint mask=False):
+    """Return the header of a frame carrying ``length`` payload bytes (RFC 6455 section 5.2),
+    using the shortest length encoding. With ``mask`` the header ends with a fresh masking key."""
+    cdef unsigned char h[14]
+    cdef Py_ssize_t hlen = _write_header(h, opcode, length, fin, mask)
+    if mask:
+        _next_key(h + hlen)
+        hlen += 4
+    return PyBytes_FromStringAndSize(<char*>h, hlen)
+
+
+def build_frame(int opcode, payload, bint mask, bint fin=True):
+    """Return a whole frame (header and payload in one buffer); with ``mask`` the payload is
+    masked with a fresh random key, as a client must (section 5.3). A ``str`` payload is sent
+    as its UTF-8 bytes."""
+    cdef Py_buffer view
+    cdef const unsigned char* src
+    cdef Py_ssize_t n
+    cdef bint release = False
+    if PyBytes_CheckExact(payload):
+        src = <const unsigned char*>PyBytes_AS_STRING(payload)
+        n = PyBytes_GET_SIZE(payload)
+    elif PyUnicode_CheckExact(payload):
+        # For ASCII text this is the string's own storage: no encode, no copy.
+        src = <const unsigned char*>PyUnicode_AsUTF8AndSize(payload, &n)
+    else:
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        src = <const unsigned char*>view.buf
+        n = view.len
+        release = True
+    try:
+        return _build(opcode, src, n, mask, fin)
+    finally:
+        if release:
+            PyBuffer_Release(&view)
+
+
+cdef bytes _build(int opcode, const unsigned char* src, Py_ssize_t n, bint mask, bint fin):
+    cdef unsigned char h[14]
+    cdef Py_ssize_t hlen = _write_header(h, opcode, n, fin, mask)
+    cdef bytes frame
+    cdef unsigned char* out
+    if mask:
+        _next_key(h + hlen)
+        hlen += 4
+    frame = PyBytes_FromStringAndSize(NULL, hlen + n)
+    out = <unsigned char*>PyBytes_AS_STRING(frame)
+    memcpy(out, h, hlen)
+    if mask:
+        _xor_mask(out + hlen, src, n, h + hlen - 4, 0)
+    else:
+        memcpy(out + hlen, src, n)
+    return frame

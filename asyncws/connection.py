@@ -1,0 +1,317 @@
+"""The asyncio side of an open WebSocket connection: the ``Websocket`` class.
+
+This module holds ``Websocket``, the object applications use (``recv``, ``send``, ``close``,
+``ping``) and, at the same time, the ``asyncio.Protocol`` its transport talks to once the
+handshake is done: received bytes go straight to the sans-I/O ``Protocol`` and the messages it
+returns are handed to a waiting ``recv()`` or queued. Flow control in both directions lives here
+(``pause_reading`` when ``max_queue`` messages wait, ``pause_writing``/``resume_writing`` for
+``send``), as do the timers of the closing handshake. It must not parse or build bytes: that is
+the protocol core's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections import deque
+from typing import Any, AsyncIterator, Deque, Dict, List, Optional, Tuple
+
+from .exceptions import ConnectionClosed
+from .handshake import Request, Response
+from .protocol import CLOSED, OPEN, Data, Message, Protocol
+
+__all__ = ["Websocket"]
+
+logger = logging.getLogger("asyncws")
+
+# Python 3.12 made selector transports' writelines() a vectored send; before it, writelines()
+# joins its buffers, which is the copy a separate header write avoids.
+_VECTORED_WRITELINES = sys.version_info >= (3, 12)
+
+
+class Websocket(asyncio.Protocol):
+    """An open WebSocket connection (client or server side).
+
+    ``recv()`` returns the next whole message: ``str`` for text, ``bytes`` for binary, and None
+    once the connection is closed (then always None). ``send(data)`` sends ``str`` as a text
+    message and bytes-like as a binary one. ``close()`` performs the closing handshake.
+    ``writer`` is the transport (``get_extra_info()``; ``writer.close()`` drops the connection
+    without a handshake), ``request`` the server's view of the upgrade request and ``response``
+    the client's view of the server's answer.
+
+    The ``data_received``/``connection_lost``/``pause_writing`` methods are the
+    ``asyncio.Protocol`` interface the transport calls; applications do not call them.
+    """
+
+    __slots__ = (
+        "request",
+        "response",
+        "_transport",
+        "_loop",
+        "_core",
+        "_queue",
+        "_waiter",
+        "_eof",
+        "_max_queue",
+        "_reading_paused",
+        "_write_paused",
+        "_drain_waiters",
+        "_lost",
+        "_close_timeout",
+        "_close_timer",
+        "_ping_waiters",
+        "_peer",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        core: Protocol,
+        *,
+        request: Optional[Request] = None,
+        response: Optional[Response] = None,
+        max_queue: int = 32,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self.request = request
+        self.response = response
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._core = core
+        self._queue: Deque[Message] = deque()
+        self._waiter: Optional[asyncio.Future[Optional[Message]]] = None
+        self._eof = False  # no message will be queued any more
+        self._max_queue = max(1, max_queue)
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiters: List[asyncio.Future[None]] = []
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._close_timeout = close_timeout
+        self._close_timer: Optional[asyncio.TimerHandle] = None
+        # Ping payload -> (waiter, time sent), created on the first ping.
+        self._ping_waiters: Optional[Dict[bytes, Tuple[asyncio.Future[float], float]]] = None
+        self._peer = transport.get_extra_info("peername")
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def writer(self) -> asyncio.Transport:
+        """The transport: ``get_extra_info(name)``, and ``close()`` to drop the connection."""
+        return self._transport
+
+    @property
+    def close_code(self) -> Optional[int]:
+        """What ended the connection (None while open): the peer's close code, the code asyncws
+        sent when it failed the connection, or 1006 when it ended without a closing handshake."""
+        return self._core.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self._core.close_reason
+
+    @property
+    def open(self) -> bool:
+        """Whether messages can still be sent."""
+        return self._core.state == OPEN
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """A future done once the underlying connection is closed."""
+        return self._lost
+
+    async def recv(self) -> Optional[Message]:
+        """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
+        queue = self._queue
+        if queue:
+            msg = queue.popleft()
+            if self._reading_paused and len(queue) <= self._max_queue >> 1:
+                self._reading_paused = False
+                self._transport.resume_reading()
+            return msg
+        if self._eof:
+            return None
+        if self._waiter is not None:
+            raise RuntimeError("recv() is already being awaited on this connection")
+        waiter: asyncio.Future[Optional[Message]] = self._loop.create_future()
+        self._waiter = waiter
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+
+    async def send(self, data: Data, flush: bool = False) -> None:
+        """Send ``str`` as a text message, bytes-like as a binary message.
+
+        The frame is handed to the transport at once. With ``flush=True`` this waits until the
+        transport's write buffer is below its high-water mark; without it, it waits only when
+        the buffer is far above it, so that a peer that does not read cannot make memory grow
+        without bound. Raises ``ConnectionClosed`` once the connection is closing or closed.
+        """
+        frame = self._core.send_data(data)
+        transport = self._transport
+        if type(frame) is bytes:
+            transport.write(frame)
+        elif _VECTORED_WRITELINES:
+            transport.writelines(frame)  # type: ignore[arg-type]
+        else:
+            transport.write(frame[0])
+            transport.write(frame[1])
+        if self._write_paused:
+            if flush or transport.get_write_buffer_size() > 4 * _high_water(transport):
+                await self._drain()
+
+    async def close(self, status: int = 1000, reason: str = "") -> None:
+        """Close with the closing handshake: send Close(status, reason), wait (at most the close
+        timeout) for the peer's Close and the end of the connection. Idempotent."""
+        core = self._core
+        if core.state == OPEN and not self._transport.is_closing():
+            self._transport.write(core.send_close(status, reason))
+        await self._wait_lost()
+
+    async def ping(self, data: Optional[bytes] = None) -> asyncio.Future[float]:
+        """Send a Ping; return a future that resolves with the round-trip time (seconds) when
+        the matching Pong arrives."""
+        if data is None:
+            data = int(self._loop.time() * 1e6).to_bytes(8, "big")
+        if self._ping_waiters is None:
+            self._ping_waiters = {}
+        waiter: asyncio.Future[float] = self._loop.create_future()
+        self._transport.write(self._core.send_ping(data))
+        self._ping_waiters[bytes(data)] = (waiter, self._loop.time())
+        return waiter
+
+    async def pong(self, data: bytes = b"") -> None:
+        """Send an unsolicited Pong (a unidirectional heartbeat, section 5.5.3)."""
+        self._transport.write(self._core.send_pong(data))
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            msg = await self.recv()
+            if msg is None:
+                return
+            yield msg
+
+    def __repr__(self) -> str:
+        side = "client" if self._core.is_client else "server"
+        return f"<Websocket {side} peer={self._peer!r} state={self._core.state}>"
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        core = self._core
+        msgs = core.receive_data(data)
+        if core.outgoing:
+            self._transport.write(core.data_to_send())
+        if msgs:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                self._waiter = None
+                waiter.set_result(msgs[0])
+                if len(msgs) > 1:
+                    self._queue.extend(msgs[1:])
+            else:
+                self._queue.extend(msgs)
+            if len(self._queue) >= self._max_queue and not self._reading_paused:
+                self._reading_paused = True
+                self._transport.pause_reading()
+        if core.pongs:
+            self._pongs_received()
+        if core.state == CLOSED and not self._eof:
+            self._closing_done()
+
+    def eof_received(self) -> Optional[bool]:
+        self._core.receive_eof()
+        self._end()
+        return None  # let the transport close itself
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._core.receive_eof()
+        self._end()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if not self._lost.done():
+            self._lost.set_result(None)
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_exception(ConnectionClosed(self._core.close_code, self._core.close_reason))
+        self._drain_waiters.clear()
+        if self._ping_waiters:
+            for fut, _ in self._ping_waiters.values():
+                fut.cancel()
+            self._ping_waiters = None
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _end(self) -> None:
+        """No more messages will arrive: wake a waiting recv() with None."""
+        if self._eof:
+            return
+        self._eof = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._waiter = None
+            waiter.set_result(None)
+
+    def _closing_done(self) -> None:
+        """The protocol reached CLOSED through a Close exchange or a failure."""
+        core = self._core
+        self._end()
+        if core.failure is not None:
+            code, reason = core.failure
+            logger.info("failing connection with %s: %d %s", self._peer, code, reason)
+        if core.is_client:
+            # Section 7.1.1: the server closes the TCP connection first; don't wait forever.
+            self._close_timer = self._loop.call_later(self._close_timeout, self._transport.abort)
+        else:
+            self._transport.close()
+
+    async def _wait_lost(self) -> None:
+        if self._lost.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), self._close_timeout)
+        except asyncio.TimeoutError:
+            logger.info("closing handshake with %s timed out; dropping it", self._peer)
+            self._transport.abort()
+            await self._lost
+
+    async def _drain(self) -> None:
+        if self._lost.done():
+            raise ConnectionClosed(self._core.close_code, self._core.close_reason)
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _pongs_received(self) -> None:
+        pongs = self._core.pongs
+        waiters = self._ping_waiters
+        if waiters:
+            now = self._loop.time()
+            for payload in pongs:
+                entry = waiters.pop(payload, None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_result(now - entry[1])
+        pongs.clear()
+
+
+def _high_water(transport: Any) -> int:
+    try:
+        return int(transport.get_write_buffer_limits()[1])
+    except (AttributeError, NotImplementedError):
+        return 65536
+

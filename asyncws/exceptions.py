@@ -1,0 +1,45 @@
+"""The exceptions asyncws raises to applications.
+
+This module holds only exception classes: no I/O, no parsing. ``ConnectionClosed`` is what a send on
+a finished connection raises; ``InvalidHandshake`` is what ``connect()`` raises when the server
+refuses or answers badly (``status`` carries the HTTP status when there was one); ``InvalidURI`` is
+raised for a URL that is not ``ws://`` or ``wss://``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ["ConnectionClosed", "InvalidHandshake", "InvalidURI", "WebSocketError"]
+
+
+class WebSocketError(Exception):
+    """Base class of every asyncws exception."""
+
+
+class ConnectionClosed(WebSocketError, ConnectionError):
+    """The connection is closed (or closing): nothing more can be sent on it.
+
+    ``code`` and ``reason`` tell what ended it: the peer's close code, the code asyncws sent when
+    it failed the connection, or 1006 when the TCP connection was lost without a closing handshake.
+    """
+
+    def __init__(self, code: Optional[int] = None, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        text = "WebSocket connection is closed"
+        if code is not None:
+            text += f" (code {code}{': ' + reason if reason else ''})"
+        super().__init__(text)
+
+
+class InvalidHandshake(WebSocketError):
+    """The opening handshake failed; ``status`` is the HTTP status when the server sent one."""
+
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class InvalidURI(WebSocketError, ValueError):
+    """The URL given to ``connect()`` is not a valid ``ws://`` or ``wss://`` URL."""

@@ -1,0 +1,383 @@
+"""The HTTP/1.1 opening handshake of RFC 6455 section 4, sans I/O.
+
+This module holds the parsing and building of the upgrade request and response: ``Headers``,
+``Request``, ``Response``, ``HeadReader`` (collects an HTTP head from a byte stream within size
+limits), ``check_request`` / ``check_response`` (the validation rules of sections 4.1 and 4.2),
+and ``accept_key``. It works on bytes and returns values or raises ``HandshakeError`` /
+``InvalidHandshake``; it must not do I/O, import asyncio, or know about frames.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from typing import Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+
+from ._version import __version__
+from .exceptions import InvalidHandshake
+
+__all__ = [
+    "GUID",
+    "Headers",
+    "Request",
+    "Response",
+    "HeadReader",
+    "HandshakeError",
+    "accept_key",
+    "generate_key",
+    "build_request",
+    "parse_request",
+    "check_request",
+    "build_response",
+    "build_error_response",
+    "parse_response",
+    "check_response",
+]
+
+# Section 1.3: the GUID concatenated with the key before hashing.
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+# Limits on what a peer may make us buffer before the handshake is done.
+MAX_LINE = 8192
+MAX_HEAD = 16384
+MAX_HEADERS = 128
+
+USER_AGENT = f"asyncws/{__version__}"
+
+HeadersLike = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+
+_REASONS = {
+    101: "Switching Protocols",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+# RFC 7230 section 3.2.6: the characters of a token (header names, methods).
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class HandshakeError(Exception):
+    """A request the server must refuse: ``status`` is the HTTP status to answer with, and
+    ``headers`` any headers the answer must carry (426 carries ``Sec-WebSocket-Version``)."""
+
+    def __init__(
+        self, status: int, message: str, headers: Optional[List[Tuple[str, str]]] = None
+    ) -> None:
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+        super().__init__(f"{status} {message}")
+
+
+class Headers:
+    """HTTP header fields: case-insensitive lookup, repeated fields kept in order."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Optional[HeadersLike] = None) -> None:
+        self._items: List[Tuple[str, str]] = []
+        if items is not None:
+            pairs = items.items() if isinstance(items, Mapping) else items
+            for name, value in pairs:
+                self._items.append((str(name), str(value)))
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The first value of ``name``, or ``default``."""
+        key = name.lower()
+        for k, v in self._items:
+            if k.lower() == key:
+                return v
+        return default
+
+    def get_all(self, name: str) -> List[str]:
+        """Every value of ``name``, in order."""
+        key = name.lower()
+        return [v for k, v in self._items if k.lower() == key]
+
+    def items(self) -> List[Tuple[str, str]]:
+        return list(self._items)
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+
+    def tokens(self, name: str) -> List[str]:
+        """The comma-separated tokens of every ``name`` field, lowercased (RFC 7230 section 7)."""
+        out = []
+        for value in self.get_all(name):
+            out.extend(t.strip().lower() for t in value.split(",") if t.strip())
+        return out
+
+
+class Request:
+    """A parsed upgrade request: ``method``, ``path`` (with the query), ``version``, ``headers``."""
+
+    __slots__ = ("method", "path", "version", "headers")
+
+    def __init__(self, method: str, path: str, version: str, headers: Headers) -> None:
+        self.method = method
+        self.path = path
+        self.version = version
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"Request({self.method!r}, {self.path!r})"
+
+
+class Response:
+    """A parsed handshake response: ``status``, ``reason``, ``version``, ``headers``, ``body``."""
+
+    __slots__ = ("status", "reason", "version", "headers", "body")
+
+    def __init__(
+        self, status: int, reason: str, version: str, headers: Headers, body: bytes = b""
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"Response({self.status!r}, {self.reason!r})"
+
+
+class HeadReader:
+    """Collects an HTTP head (start line and header fields, up to the empty line) from a stream.
+
+    ``feed(data)`` returns ``(head, rest)`` once the head is complete (``rest`` is what followed
+    it: the first WebSocket frames), or None while more is needed. A head over ``MAX_HEAD``
+    bytes raises ``HandshakeError(431)``, so that a peer cannot make us buffer without bound.
+    """
+
+    __slots__ = ("_buf", "_scanned")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._scanned = 0
+
+    def feed(self, data: bytes) -> Optional[Tuple[bytes, bytes]]:
+        buf = self._buf
+        buf += data
+        # Search only the new bytes (and 3 before, for a split CRLFCRLF): linear overall.
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        if end < 0:
+            self._scanned = len(buf)
+            if len(buf) > MAX_HEAD:
+                first = buf.find(b"\r\n")
+                if first < 0 or first > MAX_LINE:
+                    raise HandshakeError(414, "request line too long")
+                raise HandshakeError(431, f"header block over {MAX_HEAD} bytes")
+            return None
+        if end + 4 > MAX_HEAD:
+            raise HandshakeError(431, f"header block over {MAX_HEAD} bytes")
+        head = bytes(buf[: end + 4])
+        rest = bytes(buf[end + 4 :])
+        self._buf = bytearray()
+        return head, rest
+
+
+def _split_head(head: bytes) -> Tuple[str, Headers]:
+    """Split a head into its start line and header fields (RFC 7230 section 3)."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        raise HandshakeError(400, "undecodable head") from None
+    lines = text[:-4].split("\r\n") if text.endswith("\r\n\r\n") else text.split("\r\n")
+    start = lines[0]
+    if len(start) > MAX_LINE:
+        raise HandshakeError(414, "request line too long")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise HandshakeError(431, f"more than {MAX_HEADERS} header fields")
+    headers = Headers()
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or not all(ord(c) in _TCHAR for c in name):
+            raise HandshakeError(400, f"malformed header line {line[:80]!r}")
+        value = value.strip(" \t")
+        if any(c in value for c in "\r\n\x00"):
+            raise HandshakeError(400, f"invalid character in header {name!r}")
+        headers.add(name, value)
+    return start, headers
+
+
+def accept_key(key: str) -> str:
+    """Section 4.2.2: base64(SHA-1(key + GUID))."""
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def generate_key() -> str:
+    """Section 4.1: a fresh random 16-byte nonce, base64-encoded."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def _format_headers(headers: Iterable[Tuple[str, str]]) -> str:
+    out = []
+    for name, value in headers:
+        if any(c in name or c in value for c in "\r\n"):
+            raise ValueError(f"invalid header {name!r}")
+        out.append(f"{name}: {value}\r\n")
+    return "".join(out)
+
+
+def build_request(
+    host: str, path: str, key: str, extra_headers: Optional[HeadersLike] = None
+) -> bytes:
+    """The client's upgrade request (section 4.1)."""
+    headers: List[Tuple[str, str]] = [
+        ("Host", host),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+        ("User-Agent", USER_AGENT),
+    ]
+    if extra_headers is not None:
+        headers.extend(Headers(extra_headers).items())
+    return f"GET {path} HTTP/1.1\r\n{_format_headers(headers)}\r\n".encode("latin-1")
+
+
+def parse_request(head: bytes) -> Request:
+    """Parse a request head; raises ``HandshakeError`` with the status to answer."""
+    start, headers = _split_head(head)
+    parts = start.split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise HandshakeError(400, f"malformed request line {start[:80]!r}")
+    method, path, version = parts
+    if not version.startswith("HTTP/"):
+        raise HandshakeError(400, f"malformed request line {start[:80]!r}")
+    return Request(method, path, version, headers)
+
+
+def check_request(request: Request) -> str:
+    """Validate an upgrade request (section 4.2.1); return the Sec-WebSocket-Accept value."""
+    if request.version not in ("HTTP/1.1",):
+        if request.version in ("HTTP/1.0", "HTTP/0.9"):
+            raise HandshakeError(400, f"{request.version} cannot upgrade to WebSocket")
+        raise HandshakeError(505, f"unsupported {request.version}")
+    if not all(ord(c) in _TCHAR for c in request.method):
+        raise HandshakeError(400, "malformed method")
+    if request.method != "GET":
+        raise HandshakeError(405, f"method {request.method} not allowed", [("Allow", "GET")])
+    if not request.path.startswith("/") and request.path != "*":
+        # Absolute-form targets (RFC 7230 section 5.3.2) are for proxies; take the path.
+        if "://" not in request.path:
+            raise HandshakeError(400, "malformed request target")
+    headers = request.headers
+    if len(headers.get_all("Host")) != 1:
+        raise HandshakeError(400, "missing or repeated Host header")
+    if "websocket" not in headers.tokens("Upgrade"):
+        raise HandshakeError(
+            426,
+            "not a WebSocket upgrade request (Upgrade: websocket missing)",
+            [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")],
+        )
+    if "upgrade" not in headers.tokens("Connection"):
+        raise HandshakeError(400, "Connection header does not contain 'upgrade'")
+    versions = headers.get_all("Sec-WebSocket-Version")
+    if versions != ["13"]:
+        raise HandshakeError(
+            426, "unsupported Sec-WebSocket-Version", [("Sec-WebSocket-Version", "13")]
+        )
+    keys = headers.get_all("Sec-WebSocket-Key")
+    if len(keys) != 1:
+        raise HandshakeError(400, "missing or repeated Sec-WebSocket-Key")
+    key = keys[0]
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise HandshakeError(400, "Sec-WebSocket-Key is not base64") from None
+    if len(raw) != 16:
+        raise HandshakeError(400, "Sec-WebSocket-Key is not a 16-byte nonce")
+    return accept_key(key)
+
+
+def build_response(accept: str, extra_headers: Optional[HeadersLike] = None) -> bytes:
+    """The server's 101 response (section 4.2.2)."""
+    headers: List[Tuple[str, str]] = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept),
+    ]
+    if extra_headers is not None:
+        headers.extend(Headers(extra_headers).items())
+    return f"HTTP/1.1 101 Switching Protocols\r\n{_format_headers(headers)}\r\n".encode("latin-1")
+
+
+def build_error_response(
+    status: int, message: str, headers: Optional[List[Tuple[str, str]]] = None
+) -> bytes:
+    """A plain-text HTTP error answer that closes the connection."""
+    body = (message + "\n").encode("utf-8", "replace")
+    fields: List[Tuple[str, str]] = list(headers or [])
+    fields += [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    reason = _REASONS.get(status, "Error")
+    return f"HTTP/1.1 {status} {reason}\r\n{_format_headers(fields)}\r\n".encode("latin-1") + body
+
+
+def parse_response(head: bytes) -> Response:
+    """Parse a response head; raises ``InvalidHandshake`` when it is not HTTP."""
+    try:
+        start, headers = _split_head(head)
+    except HandshakeError as exc:
+        raise InvalidHandshake(f"malformed response: {exc.message}") from None
+    version, _, rest = start.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/") or len(code) != 3 or not code.isdigit():
+        raise InvalidHandshake(f"malformed status line {start[:80]!r}")
+    return Response(int(code), reason, version, headers)
+
+
+def check_response(response: Response, key: str) -> None:
+    """Validate the server's answer to our request (section 4.1, the client's checks)."""
+    if response.status != 101:
+        raise InvalidHandshake(
+            f"server refused the upgrade: {response.status} {response.reason}", response.status
+        )
+    headers = response.headers
+    if "websocket" not in headers.tokens("Upgrade"):
+        raise InvalidHandshake("response lacks 'Upgrade: websocket'", 101)
+    if "upgrade" not in headers.tokens("Connection"):
+        raise InvalidHandshake("response lacks 'Connection: Upgrade'", 101)
+    accepts = headers.get_all("Sec-WebSocket-Accept")
+    if accepts != [accept_key(key)]:
+        raise InvalidHandshake("wrong or missing Sec-WebSocket-Accept", 101)
+    # We offered no extension and no subprotocol, so the server may select none.
+    if headers.get_all("Sec-WebSocket-Extensions"):
+        raise InvalidHandshake("server selected an extension that was not offered", 101)
+    if headers.get_all("Sec-WebSocket-Protocol"):
+        raise InvalidHandshake("server selected a subprotocol that was not offered", 101)
+

@@ -1,0 +1,197 @@
+"""The sans-I/O WebSocket connection: RFC 6455's state machine after the handshake.
+
+This module holds ``Protocol``: bytes received go in through ``receive_data`` and come out as
+whole messages (``str`` / ``bytes``) in order; what must be sent in answer (a Pong, the Close
+reply, the Close that fails the connection) collects in ``outgoing``; frames to send are built by
+``send_data``, ``send_ping``, ``send_pong`` and ``send_close``. It owns the closing handshake
+and the rule that errors come after the messages that preceded them. It must not import asyncio,
+touch a socket or a transport, or schedule anything: the asyncio layer in ``connection`` does.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple, Union
+
+from ._kernels import FrameReader, build_frame, build_header
+from .exceptions import ConnectionClosed
+from .frames import (
+    CLOSE_ABNORMAL,
+    CLOSE_NO_STATUS,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    CloseFrameError,
+    build_close_payload,
+    parse_close_payload,
+)
+
+__all__ = ["Protocol", "OPEN", "CLOSING", "CLOSED", "Message", "Outgoing"]
+
+# Connection states (section 4 and 7): OPEN until a Close is sent (CLOSING) and, once a Close
+# has been both sent and received, the connection failed, or the stream ended: CLOSED.
+OPEN = 1
+CLOSING = 2
+CLOSED = 3
+
+# Unmasked payloads at least this large are sent as a separate header and payload
+# (``transport.writelines``) instead of being copied behind their header.
+LARGE_PAYLOAD = 65536
+
+Message = Union[str, bytes]
+Outgoing = Union[bytes, Tuple[bytes, bytes]]
+Data = Union[str, bytes, bytearray, memoryview]
+
+
+class Protocol:
+    """One WebSocket connection's protocol state, client (masks its frames) or server."""
+
+    __slots__ = (
+        "is_client",
+        "state",
+        "close_code",
+        "close_reason",
+        "close_sent",
+        "close_received",
+        "failure",
+        "outgoing",
+        "pongs",
+        "_reader",
+    )
+
+    def __init__(self, is_client: bool, max_size: Optional[int] = 2**20) -> None:
+        self.is_client = is_client
+        self.state = OPEN
+        # What ended the connection: the peer's close code, ours when we failed it, 1006 when
+        # the stream ended without a Close. None while open.
+        self.close_code: Optional[int] = None
+        self.close_reason = ""
+        self.close_sent = False
+        self.close_received = False
+        # (code, reason) when this side failed the connection (section 7.1.7).
+        self.failure: Optional[Tuple[int, str]] = None
+        self.outgoing: List[bytes] = []
+        self.pongs: List[bytes] = []
+        # Section 5.1: a server reads masked frames, a client unmasked ones.
+        self._reader = FrameReader(not is_client, max_size)
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> List[Message]:
+        """Feed received bytes; return the messages they complete, in order."""
+        reader = self._reader
+        items = reader.feed(data)
+        if reader.has_control or (reader.closed and self.state != CLOSED):
+            return self._process(items)
+        return items  # type: ignore[return-value]  # no tuple: has_control is False
+
+    def _process(self, items: list) -> List[Message]:  # type: ignore[type-arg]
+        messages: List[Message] = []
+        for item in items:
+            if type(item) is not tuple:
+                messages.append(item)
+                continue
+            opcode, payload = item
+            if opcode == OP_PING:
+                # Section 5.5.2: answer with a Pong carrying the same data, unless closing.
+                if self.state == OPEN:
+                    self.outgoing.append(build_frame(OP_PONG, payload, self.is_client))
+            elif opcode == OP_PONG:
+                self.pongs.append(payload)
+            elif opcode == OP_CLOSE:
+                self._receive_close(payload)
+        error = self._reader.error
+        if error is not None and self.state != CLOSED:
+            self.fail(*error)
+        return messages
+
+    def _receive_close(self, payload: bytes) -> None:
+        try:
+            code, reason = parse_close_payload(payload)
+        except CloseFrameError as exc:
+            self.fail(exc.code, exc.reason)
+            return
+        self.close_received = True
+        if self.failure is None:
+            self.close_code = code
+            self.close_reason = reason
+        if not self.close_sent:
+            # Section 5.5.1: reply with a Close, typically echoing the status code received.
+            reply = payload[:2] if code != CLOSE_NO_STATUS else b""
+            self.outgoing.append(build_frame(OP_CLOSE, reply, self.is_client))
+            self.close_sent = True
+        self.state = CLOSED
+
+    def receive_eof(self) -> None:
+        """The stream ended (TCP closed or lost)."""
+        if self.close_code is None:
+            self.close_code = CLOSE_ABNORMAL
+        self.state = CLOSED
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection (section 7.1.7): send a Close with ``code`` unless one was sent."""
+        if self.state == CLOSED:
+            return
+        self.failure = (code, reason)
+        self.close_code = code
+        self.close_reason = reason
+        if not self.close_sent:
+            self.outgoing.append(build_frame(OP_CLOSE, _close_payload(code, reason), self.is_client))
+            self.close_sent = True
+        self.state = CLOSED
+
+    def data_to_send(self) -> bytes:
+        """Take what ``receive_data`` or ``fail`` queued for sending."""
+        out = b"".join(self.outgoing)
+        self.outgoing.clear()
+        return out
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(self.close_code, self.close_reason)
+
+    def send_data(self, data: Data) -> Outgoing:
+        """Frame a message: ``str`` as text, bytes-like as binary. Large unmasked payloads come
+        back as ``(header, payload)`` so that they are written without a copy."""
+        if self.state != OPEN:
+            raise self._closed_error()
+        if type(data) is str:
+            return build_frame(OP_TEXT, data, self.is_client)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be str or bytes-like, not {type(data).__name__}")
+        if not self.is_client:
+            n = data.nbytes if isinstance(data, memoryview) else len(data)
+            if n >= LARGE_PAYLOAD:
+                return build_header(OP_BINARY, n), data  # type: ignore[return-value]
+        return build_frame(OP_BINARY, data, self.is_client)
+
+    def send_ping(self, data: bytes = b"") -> bytes:
+        if self.state != OPEN:
+            raise self._closed_error()
+        if len(data) > 125:
+            raise ValueError("a ping payload is at most 125 bytes")
+        return build_frame(OP_PING, data, self.is_client)
+
+    def send_pong(self, data: bytes = b"") -> bytes:
+        if self.state != OPEN:
+            raise self._closed_error()
+        if len(data) > 125:
+            raise ValueError("a pong payload is at most 125 bytes")
+        return build_frame(OP_PONG, data, self.is_client)
+
+    def send_close(self, code: int = 1000, reason: str = "") -> bytes:
+        """Start the closing handshake (section 7.1.2); returns the Close frame to send."""
+        payload = build_close_payload(code, reason)  # ValueError for an unsendable code
+        if self.state != OPEN:
+            raise self._closed_error()
+        self.close_sent = True
+        self.state = CLOSING
+        return build_frame(OP_CLOSE, payload, self.is_client)
+
+
+def _close_payload(code: int, reason: str) -> bytes:
+    """A Close payload for a failure, with the reason cut to fit 125 bytes on a UTF-8 boundary."""
+    data = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+    return build_close_payload(code, data)
