@@ -16,7 +16,6 @@ from ._kernels import FrameReader, build_frame, build_header
 from .exceptions import ConnectionClosed
 from .frames import (
     CLOSE_ABNORMAL,
-    CLOSE_NO_STATUS,
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -117,9 +116,8 @@ class Protocol:
             self.close_code = code
             self.close_reason = reason
         if not self.close_sent:
-            # Section 5.5.1: reply with a Close, typically echoing the status code received.
-            reply = payload[:2] if code != CLOSE_NO_STATUS else b""
-            self.outgoing.append(build_frame(OP_CLOSE, reply, self.is_client))
+            # Section 5.5.1: reply with a Close, echoing the status code (and reason) received.
+            self.outgoing.append(build_frame(OP_CLOSE, payload, self.is_client))
             self.close_sent = True
         self.state = CLOSED
 

@@ -1,0 +1,304 @@
+"""End to end over 127.0.0.1: asyncws client against asyncws server through the public API
+(recv/send/close, handler lifecycle, close codes, limits, flow control, handshake failures)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import asyncws
+
+from .conftest import Server, run
+
+SIZES = [0, 1, 125, 126, 65535, 65536, 2**20]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_echo_text_and_binary(size: int) -> None:
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            text = ("é" * size)[: max(0, size // 2)]
+            data = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+            await ws.send(text)
+            await ws.send(data)
+            await ws.send(bytearray(data[:10]))
+            await ws.send(memoryview(data)[:20])
+            assert await ws.recv() == text
+            assert await ws.recv() == data
+            assert await ws.recv() == data[:10]
+            assert await ws.recv() == data[:20]
+            await ws.close()
+
+    run(main())
+
+
+def test_request_response_and_writer() -> None:
+    seen = {}
+
+    async def handler(ws: asyncws.Websocket) -> None:
+        seen["path"] = ws.request.path
+        seen["host"] = ws.request.headers["Host"]
+        seen["response"] = ws.response
+        seen["peer"] = ws.writer.get_extra_info("peername")
+        await ws.send("ready")
+
+    async def main() -> None:
+        async with Server(handler) as server:
+            ws = await asyncws.connect(server.url("/chat?room=1"))
+            assert ws.request is None
+            assert ws.response.status == 101
+            assert ws.response.headers["upgrade"].lower() == "websocket"
+            assert await ws.recv() == "ready"
+            assert await ws.recv() is None
+            assert ws.close_code == 1000
+
+    run(main())
+    assert seen["path"] == "/chat?room=1"
+    assert seen["host"] == f"127.0.0.1:{seen['host'].split(':')[1]}"
+    assert seen["response"] is None
+    assert seen["peer"][0] == "127.0.0.1"
+
+
+def test_recv_keeps_returning_none_and_send_raises_after_close() -> None:
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            await ws.close(4001, "done here")
+            await ws.close()  # idempotent
+            assert ws.close_code == 4001 and ws.close_reason == "done here"
+            assert await ws.recv() is None
+            assert await ws.recv() is None
+            with pytest.raises(asyncws.ConnectionClosed) as info:
+                await ws.send("x")
+            assert isinstance(info.value, ConnectionError)
+            assert info.value.code == 4001
+            assert ws.closed.done() and not ws.open
+
+    run(main())
+
+
+def test_handler_exception_closes_with_1011_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    async def handler(ws: asyncws.Websocket) -> None:
+        await ws.recv()
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        async with Server(handler) as server:
+            ws = await asyncws.connect(server.url())
+            await ws.send("trigger")
+            assert await ws.recv() is None
+            assert ws.close_code == 1011
+
+    with caplog.at_level(logging.ERROR, logger="asyncws"):
+        run(main())
+    assert any("handler failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_peer_close_during_recv_returns_none() -> None:
+    results = []
+
+    async def handler(ws: asyncws.Websocket) -> None:
+        results.append(await ws.recv())
+        results.append(ws.close_code)
+
+    async def main() -> None:
+        async with Server(handler) as server:
+            ws = await asyncws.connect(server.url())
+            await ws.close(1001, "bye")
+            await asyncio.sleep(0.05)
+
+    run(main())
+    assert results == [None, 1001]
+
+
+def test_writer_close_drops_without_handshake() -> None:
+    results: list = []
+
+    async def handler(ws: asyncws.Websocket) -> None:
+        results.append(await ws.recv())
+        results.append(ws.close_code)
+
+    async def main() -> None:
+        async with Server(handler) as server:
+            ws = await asyncws.connect(server.url())
+            ws.writer.close()
+            assert await ws.recv() is None
+            assert ws.close_code == 1006
+            for _ in range(100):
+                if len(results) == 2:
+                    break
+                await asyncio.sleep(0.01)
+
+    run(main())
+    assert results == [None, 1006]
+
+
+def test_max_size_closes_with_1009() -> None:
+    async def main() -> None:
+        async with Server(max_size=1000) as server:
+            ws = await asyncws.connect(server.url())
+            await ws.send(b"x" * 1000)
+            assert await ws.recv() == b"x" * 1000
+            await ws.send(b"x" * 1001)
+            assert await ws.recv() is None
+            assert ws.close_code == 1009
+        async with Server() as server:
+            ws = await asyncws.connect(server.url(), max_size=10)
+            await ws.send("0123456789")
+            assert await ws.recv() == "0123456789"
+            await ws.send("0123456789a")
+            # Our client refuses the 11-byte echo: it fails the connection with 1009.
+            assert await ws.recv() is None
+            assert ws.close_code == 1009
+
+    run(main())
+
+
+def test_max_queue_pauses_reading_without_losing_messages() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+        got: list = []
+
+        async def handler(ws: asyncws.Websocket) -> None:
+            await release.wait()
+            while (msg := await ws.recv()) is not None:
+                got.append(msg)
+
+        async with Server(handler, max_queue=4) as server:
+            ws = await asyncws.connect(server.url())
+            for i in range(200):
+                await ws.send(f"m{i}")
+            await asyncio.sleep(0.05)
+            release.set()
+            await ws.close()
+        assert got == [f"m{i}" for i in range(200)]
+
+    run(main())
+
+
+def test_flush_and_send_after_peer_vanished() -> None:
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            await ws.send(b"x" * 100000, flush=True)
+            assert await ws.recv() == b"x" * 100000
+            ws.writer.close()
+            await ws.closed
+            with pytest.raises(asyncws.ConnectionClosed):
+                await ws.send(b"y", flush=True)
+
+    run(main())
+
+
+def test_ping_pong_and_async_iteration() -> None:
+    async def handler(ws: asyncws.Websocket) -> None:
+        rtt = await (await ws.ping(b"hello"))
+        assert rtt >= 0
+        for i in range(3):
+            await ws.send(str(i))
+
+    async def main() -> None:
+        async with Server(handler) as server:
+            ws = await asyncws.connect(server.url())
+            assert [m async for m in ws] == ["0", "1", "2"]
+
+    run(main())
+
+
+def test_concurrent_recv_is_an_error() -> None:
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            first = asyncio.ensure_future(ws.recv())
+            await asyncio.sleep(0)
+            with pytest.raises(RuntimeError):
+                await ws.recv()
+            await ws.send("x")
+            assert await first == "x"
+            await ws.close()
+
+    run(main())
+
+
+def test_cancelled_recv_loses_no_message() -> None:
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.05)
+            await ws.send("after")
+            assert await ws.recv() == "after"
+            await ws.close()
+
+    run(main())
+
+
+def test_connect_refused_by_http_server() -> None:
+    async def http_403(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(http_403, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(asyncws.InvalidHandshake) as info:
+            await asyncws.connect(f"ws://127.0.0.1:{port}/")
+        assert info.value.status == 403
+        server.close()
+
+    run(main())
+
+
+def test_connect_open_timeout() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 20)  # read the request, never answer
+
+    async def main() -> None:
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncws.connect(f"ws://127.0.0.1:{port}/", open_timeout=0.2)
+        server.close()
+
+    run(main())
+
+
+def test_close_timeout_when_peer_never_answers_close() -> None:
+    async def main() -> None:
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Accept the handshake properly, then ignore everything (never answer the Close).
+            from asyncws.handshake import build_response, check_request, parse_request
+
+            head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(build_response(check_request(parse_request(head))))
+            await reader.read()
+
+        server = await asyncio.start_server(mute, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ws = await asyncws.connect(f"ws://127.0.0.1:{port}/", close_timeout=0.2)
+        await ws.close()
+        assert ws.closed.done() and ws.close_code == 1006
+        server.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "url", ["http://x/", "ws://", "ws://host/#frag", "ws://host:notaport/", "wss//x"]
+)
+def test_invalid_uris(url: str) -> None:
+    with pytest.raises(asyncws.InvalidURI):
+        run(asyncws.connect(url))
+
+
+def test_parse_uri() -> None:
+    from asyncws.client import parse_uri
+
+    assert parse_uri("ws://h/p?q=1") == (False, "h", 80, "/p?q=1", "h")
+    assert parse_uri("wss://h:8443") == (True, "h", 8443, "/", "h:8443")
+    assert parse_uri("ws://[::1]:81/") == (False, "::1", 81, "/", "[::1]:81")

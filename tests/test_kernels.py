@@ -1,0 +1,300 @@
+"""The framing kernels (masking, UTF-8 validation, frame reading and building), each test run
+against both backends, plus the backend selection itself."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import asyncws
+from asyncws import _kernels
+
+from .conftest import load_backend
+
+MASK = b"\x37\xfa\x21\x3d"
+
+
+def naive_mask(data: bytes, mask: bytes, offset: int = 0) -> bytes:
+    return bytes(b ^ mask[(i + offset) % 4] for i, b in enumerate(data))
+
+
+# -- backend selection ---------------------------------------------------------------------
+
+
+def test_active_backend_matches_environment() -> None:
+    forced_off = os.environ.get("ASYNCWS_NO_SPEEDUPS") == "1"
+    assert asyncws.HAS_SPEEDUPS is (not forced_off)
+    expected = "purepython" if forced_off else "speedups"
+    assert _kernels.BACKEND == expected
+    assert _kernels.FrameReader.__module__ == f"asyncws._{expected}"
+
+
+def test_environment_switch_forces_fallback() -> None:
+    code = "import asyncws, asyncws._kernels as k; print(asyncws.HAS_SPEEDUPS, k.FrameReader.__module__)"
+    env = dict(os.environ, ASYNCWS_NO_SPEEDUPS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "asyncws._purepython"]
+    env.pop("ASYNCWS_NO_SPEEDUPS")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "asyncws._speedups"]
+
+
+# -- masking -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 7, 8, 15, 16, 17, 31, 125, 4096, 65537])
+def test_apply_mask_matches_naive(kernels, size: int) -> None:
+    data = os.urandom(size)
+    assert kernels.apply_mask(data, MASK) == naive_mask(data, MASK)
+    assert kernels.apply_mask(kernels.apply_mask(data, MASK), MASK) == data
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 5])
+def test_apply_mask_inplace_with_offset(kernels, offset: int) -> None:
+    data = os.urandom(37)
+    buf = bytearray(data)
+    kernels.apply_mask_inplace(buf, MASK, offset)
+    assert bytes(buf) == naive_mask(data, MASK, offset)
+
+
+def test_apply_mask_accepts_buffers_and_rejects_bad_keys(kernels) -> None:
+    data = os.urandom(20)
+    assert kernels.apply_mask(memoryview(data), MASK) == naive_mask(data, MASK)
+    assert kernels.apply_mask(bytearray(data), bytearray(MASK)) == naive_mask(data, MASK)
+    with pytest.raises(ValueError):
+        kernels.apply_mask(data, b"abc")
+    with pytest.raises((TypeError, BufferError)):
+        kernels.apply_mask_inplace(b"read-only", MASK)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300), mask=st.binary(min_size=4, max_size=4))
+def test_apply_mask_backends_agree(data: bytes, mask: bytes) -> None:
+    fast, pure = load_backend("speedups"), load_backend("purepython")
+    assert fast.apply_mask(data, mask) == pure.apply_mask(data, mask) == naive_mask(data, mask)
+
+
+# -- UTF-8 validation ----------------------------------------------------------------------
+
+UTF8_CASES = [
+    (b"", True),
+    (b"plain ascii text, longer than sixteen bytes", True),
+    ("κόσμε".encode(), True),
+    ("\U0001f600 emoji \u20ac".encode(), True),
+    (b"\xed\x9f\xbf", True),  # U+D7FF, last before surrogates
+    (b"\xee\x80\x80", True),  # U+E000
+    (b"\xf4\x8f\xbf\xbf", True),  # U+10FFFF
+    (b"\xc0\xaf", False),  # overlong
+    (b"\xe0\x80\xaf", False),  # overlong
+    (b"\xed\xa0\x80", False),  # surrogate
+    (b"\xf4\x90\x80\x80", False),  # above U+10FFFF
+    (b"\xf5\x80\x80\x80", False),
+    (b"\x80", False),
+    (b"abc\xff", False),
+    (b"\xce\xba\xe1", False),  # truncated at the end
+]
+
+
+@pytest.mark.parametrize("data,valid", UTF8_CASES)
+def test_utf8_validator_whole(kernels, data: bytes, valid: bool) -> None:
+    v = kernels.Utf8Validator()
+    assert (v.validate(data) and v.complete) is valid
+
+
+def test_utf8_validator_fails_fast_inside_a_sequence(kernels) -> None:
+    v = kernels.Utf8Validator()
+    assert v.validate(b"ok \xf4")  # F4 may start U+10xxxx
+    assert not v.validate(b"\x90")  # ...but not F4 90: above U+10FFFF, known now
+    assert not v.validate(b"abc")  # stays failed
+    v.reset()
+    assert v.validate(b"\xe2\x82") and not v.complete
+    assert v.validate(b"\xac") and v.complete
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=64), cut=st.integers(min_value=0, max_value=64))
+def test_utf8_validator_matches_incremental_decoder(data: bytes, cut: int) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    expected = []
+    for piece in (data[:cut], data[cut:]):
+        try:
+            decoder.decode(piece)
+            expected.append(True)
+        except UnicodeDecodeError:
+            expected.append(False)
+            break
+    for name in ("speedups", "purepython"):
+        v = load_backend(name).Utf8Validator()
+        got = []
+        for piece in (data[:cut], data[cut:])[: len(expected)]:
+            got.append(v.validate(piece))
+        assert got == expected, name
+        if all(expected):
+            try:
+                data.decode("utf-8")
+                valid = True
+            except UnicodeDecodeError:
+                valid = False
+            assert v.complete is valid, name
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=50), cuts=st.lists(st.integers(0, 200), max_size=4))
+def test_utf8_validator_accepts_valid_text_split_anywhere(text: str, cuts: list) -> None:
+    data = text.encode()
+    points = sorted({min(c, len(data)) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    for name in ("speedups", "purepython"):
+        v = load_backend(name).Utf8Validator()
+        assert all(v.validate(p) for p in pieces) and v.complete, name
+
+
+# -- frame building ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "length,header",
+    [(0, b"\x82\x00"), (125, b"\x82\x7d"), (126, b"\x82\x7e\x00\x7e"), (65535, b"\x82\x7e\xff\xff"),
+     (65536, b"\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00")],
+)
+def test_build_frame_uses_minimal_length_encoding(kernels, length: int, header: bytes) -> None:
+    payload = b"x" * length
+    frame = kernels.build_frame(0x2, payload, False)
+    assert frame == header + payload
+    assert kernels.build_header(0x2, length) == header
+
+
+def test_build_frame_masks_with_fresh_keys(kernels) -> None:
+    f1 = kernels.build_frame(0x1, "hello", True)
+    f2 = kernels.build_frame(0x1, "hello", True)
+    assert f1[:2] == b"\x81\x85"
+    key = f1[2:6]
+    assert naive_mask(f1[6:], key) == b"hello"
+    assert f1[2:6] != f2[2:6]  # 2**-32 chance of a false failure
+
+
+def test_build_frame_text_and_fin(kernels) -> None:
+    assert kernels.build_frame(0x1, "é", False) == b"\x81\x02\xc3\xa9"
+    assert kernels.build_frame(0x0, b"ab", False, False) == b"\x00\x02ab"
+    assert kernels.build_frame(0x2, memoryview(b"ab"), False) == b"\x82\x02ab"
+    assert kernels.build_header(0x1, 5, True, True)[:2] == b"\x81\x85"
+
+
+# -- frame reading -------------------------------------------------------------------------
+
+
+def client_frames(kernels, *frames) -> bytes:
+    return b"".join(kernels.build_frame(op, data, True, fin) for op, data, fin in frames)
+
+
+def test_reader_whole_messages_in_one_chunk(kernels) -> None:
+    r = kernels.FrameReader(True, None)
+    stream = client_frames(
+        kernels, (1, "héllo", True), (2, b"\x00\x01", True), (9, b"ping", True), (2, b"", True)
+    )
+    assert r.feed(stream) == ["héllo", b"\x00\x01", (9, b"ping"), b""]
+    assert r.has_control and r.error is None and not r.closed
+
+
+def test_reader_byte_by_byte_and_fragments(kernels) -> None:
+    r = kernels.FrameReader(True, None)
+    text = "fragmented ☃ text"
+    data = text.encode()
+    stream = client_frames(
+        kernels,
+        (1, data[:12], False),
+        (10, b"pong", True),  # control frames may sit between fragments (section 5.4)
+        (0, data[12:13], False),
+        (0, b"", False),
+        (0, data[13:], True),
+        (2, b"x" * 70000, True),
+    )
+    out = []
+    for i in range(len(stream)):
+        out.extend(r.feed(stream[i : i + 1]))
+    assert out == [(10, b"pong"), text, b"x" * 70000]
+    assert r.error is None
+
+
+def test_reader_close_stops_parsing(kernels) -> None:
+    r = kernels.FrameReader(True, None)
+    stream = client_frames(kernels, (2, b"a", True), (8, b"\x03\xe8bye", True), (2, b"b", True))
+    assert r.feed(stream) == [b"a", (8, b"\x03\xe8bye")]
+    assert r.closed and r.error is None
+    assert r.feed(client_frames(kernels, (2, b"c", True))) == []
+
+
+def unmasked(b0: int, payload: bytes) -> bytes:
+    return bytes([b0, len(payload)]) + payload
+
+
+@pytest.mark.parametrize(
+    "stream,code",
+    [
+        (unmasked(0x82, b"x"), 1002),  # server got an unmasked frame
+        (b"\xc2\x80" + MASK, 1002),  # RSV1 without an extension
+        (b"\x83\x80" + MASK, 1002),  # reserved data opcode
+        (b"\x8b\x80" + MASK, 1002),  # reserved control opcode
+        (b"\x09\x80" + MASK, 1002),  # fragmented ping
+        (b"\x89\xfe\x00\x7e" + MASK + b"\x00" * 126, 1002),  # ping over 125 bytes
+        (b"\x80\x80" + MASK, 1002),  # continuation with nothing to continue
+        (b"\x01\x80" + MASK + b"\x81\x80" + MASK, 1002),  # new message inside a fragmented one
+        (b"\x82\xff\x80" + b"\x00" * 7 + MASK, 1002),  # 64-bit length with the top bit set
+        (b"\x82\xff\x40" + b"\x00" * 7 + MASK, 1009),  # claims 2**62 bytes
+    ],
+)
+def test_reader_protocol_errors(kernels, stream: bytes, code: int) -> None:
+    r = kernels.FrameReader(True, 2**20)
+    assert r.feed(stream) == []
+    assert r.error is not None and r.error[0] == code
+    assert r.closed
+    assert r.feed(b"\x81\x80" + MASK) == []
+
+
+def test_reader_client_rejects_masked_frames(kernels) -> None:
+    r = kernels.FrameReader(False, None)
+    assert r.feed(kernels.build_frame(2, b"x", False)) == [b"x"]
+    assert r.feed(kernels.build_frame(2, b"x", True)) == []
+    assert r.error == (1002, "masked frame")
+
+
+def test_reader_delivers_messages_before_the_error(kernels) -> None:
+    r = kernels.FrameReader(True, None)
+    stream = client_frames(kernels, (1, "first", True)) + b"\x83\x80" + MASK
+    assert r.feed(stream) == ["first"]
+    assert r.error is not None and r.error[0] == 1002
+
+
+def test_reader_invalid_utf8_fails_fast_mid_frame(kernels) -> None:
+    r = kernels.FrameReader(True, None)
+    frame = client_frames(kernels, (1, b"valid" + b"\xff" + b"rest" * 10, True))
+    # Only a prefix with the bad byte has arrived: the frame is incomplete, but hopeless.
+    assert r.feed(frame[:14]) == []
+    assert r.error is not None and r.error[0] == 1007
+
+
+def test_reader_invalid_utf8_fails_on_first_fragment(kernels) -> None:
+    r = kernels.FrameReader(True, None)
+    assert r.feed(client_frames(kernels, (1, b"\xce\xba\xf5", False))) == []
+    assert r.error is not None and r.error[0] == 1007
+
+
+def test_reader_text_ending_inside_a_sequence(kernels) -> None:
+    r = kernels.FrameReader(True, None)
+    assert r.feed(client_frames(kernels, (1, b"\xce", False), (0, b"", True))) == []
+    assert r.error is not None and r.error[0] == 1007
+
+
+def test_reader_max_size_counts_fragments(kernels) -> None:
+    r = kernels.FrameReader(True, 10)
+    assert r.feed(client_frames(kernels, (2, b"x" * 10, True))) == [b"x" * 10]
+    assert r.feed(client_frames(kernels, (2, b"x" * 6, False), (0, b"x" * 5, True))) == []
+    assert r.error is not None and r.error[0] == 1009
+    assert r.max_size == 10
+
