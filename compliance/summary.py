@@ -41,6 +41,8 @@ class CaseResult:
     behavior_close: str
     result: str = ""
     result_close: str = ""
+    expectation: str = ""
+    events: str = ""  # what wstest expected vs received (behavior not OK only)
     details: list[str] = field(default_factory=list)
     report: Path | None = None
 
@@ -99,10 +101,14 @@ def _read_reasons(case: CaseResult) -> None:
         return
     case.result = str(data.get("result", ""))
     case.result_close = str(data.get("resultClose", ""))
+    case.expectation = str(data.get("expectation", ""))
     if case.behavior != "OK":
-        case.details.append(f"expectation: {data.get('expectation', '')}")
-        case.details.append(f"expected: {json.dumps(_short(data.get('expected')))}")
-        case.details.append(f"received: {json.dumps(_short(data.get('received')))}")
+        expected = json.dumps(_short(data.get("expected")))
+        received = json.dumps(_short(data.get("received")))
+        case.events = f"expected {expected}, received {received}"
+        case.details.append(f"expectation: {case.expectation}")
+        case.details.append(f"expected: {expected}")
+        case.details.append(f"received: {received}")
     if case.behavior_close != "OK" or case.behavior != "OK":
         observed = {
             k: data.get(k)
@@ -210,17 +216,32 @@ def markdown_table(agents: list[AgentResult]) -> str:
     return "\n".join(lines)
 
 
-def not_ok_markdown(agents: list[AgentResult]) -> str:
-    """Every case that is not OK, one bullet each, with its report's reason."""
-    lines = []
+def not_ok_markdown(agents: list[AgentResult], allow_non_strict: bool = False) -> str:
+    """Every case that is not OK (grouped over agents) with its report's reason, as Markdown."""
+    by_case: dict[str, list[tuple[str, CaseResult]]] = {}
     for agent in agents:
         for case in agent.not_ok():
-            reason = "; ".join(r for r in (case.result, case.result_close) if r)
-            lines.append(
-                f"- `{agent.agent}` {case.case_id}: {case.behavior} / {case.behavior_close}"
-                + (f": {reason}" if reason else "")
-            )
-    return "\n".join(lines) if lines else "None: every case is OK for every agent."
+            by_case.setdefault(case.case_id, []).append((agent.agent, case))
+    if not by_case:
+        return "None: every case is OK for every agent."
+    lines = [
+        "| case | behavior / close | fails the run | agents | wstest's verdict and expectation |",
+        "|---|---|---|---|---|",
+    ]
+    for case_id in sorted(by_case, key=case_key):
+        entries = by_case[case_id]
+        grades = ", ".join(sorted({f"{c.behavior} / {c.behavior_close}" for _, c in entries}))
+        fails = "yes" if any(c.failed(allow_non_strict) for _, c in entries) else "no"
+        names = ", ".join(
+            a[len("asyncws-") :] if a.startswith("asyncws-") else a for a, _ in entries
+        )
+        first = entries[0][1]
+        reason = " ".join(x for x in (first.result, first.expectation) if x)
+        if first.events:
+            reason += f" Observed: {first.events}."
+        reason = reason.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {case_id} | {grades} | {fails} | {names} | {reason} |")
+    return "\n".join(lines)
 
 
 def load_all(paths: Iterable[Path]) -> list[AgentResult]:
