@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import codecs
 import os
-from typing import List, Optional, Tuple, Union
+from typing import Union
 
 __all__ = [
     "apply_mask",
@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 Buffer = Union[bytes, bytearray, memoryview]
-Item = Union[str, bytes, Tuple[int, bytes]]
+Item = Union[str, bytes, tuple[int, bytes]]
 
 # Largest "no limit" size: a frame length is at most 2**63 - 1 (section 5.2).
 _NO_LIMIT = (1 << 63) - 1
@@ -43,7 +43,7 @@ def apply_mask(data: Buffer, mask: bytes) -> bytes:
     return value.to_bytes(n, "little")
 
 
-def apply_mask_inplace(buf: Union[bytearray, memoryview], mask: bytes, offset: int = 0) -> None:
+def apply_mask_inplace(buf: bytearray | memoryview, mask: bytes, offset: int = 0) -> None:
     """XOR the writable ``buf`` with ``mask`` in place, as if it started ``offset`` bytes into a
     masked payload (so that a payload arriving in pieces can be unmasked piece by piece)."""
     if len(mask) != 4:
@@ -101,10 +101,10 @@ class FrameReader:
     either (section 5.5.1). ``has_control`` tells whether the last ``feed`` returned any tuple.
     """
 
-    def __init__(self, expect_masked: bool, max_size: Optional[int] = None) -> None:
+    def __init__(self, expect_masked: bool, max_size: int | None = None) -> None:
         self._expect_masked = bool(expect_masked)
         self._max_size = _NO_LIMIT if max_size is None else int(max_size)
-        self.error: Optional[Tuple[int, str]] = None
+        self.error: tuple[int, str] | None = None
         self.closed = False
         self.has_control = False
         self._pending = b""  # the start of a header split across two feeds
@@ -112,7 +112,7 @@ class FrameReader:
         # The frame being read when its payload spans feeds.
         self._opcode = 0
         self._fin = False
-        self._mask: Optional[bytes] = None
+        self._mask: bytes | None = None
         self._remaining = 0
         self._offset = 0
         self._control = bytearray()
@@ -130,8 +130,8 @@ class FrameReader:
         self.closed = True
         self._msg = bytearray()
 
-    def feed(self, data: Buffer) -> List[Item]:
-        out: List[Item] = []
+    def feed(self, data: Buffer) -> list[Item]:
+        out: list[Item] = []
         self.has_control = False
         if self.closed:
             return out
@@ -272,7 +272,7 @@ class FrameReader:
         phase = self._offset & 3
         return mask[phase:] + mask[:phase]
 
-    def _end_frame(self, out: List[Item]) -> bool:
+    def _end_frame(self, out: list[Item]) -> bool:
         """Finish the frame whose payload just completed; False once nothing more may be read."""
         opcode = self._opcode
         if opcode >= 0x8:
@@ -343,7 +343,7 @@ def build_header(opcode: int, length: int, fin: bool = True, mask: bool = False)
 
 
 def build_frame(
-    opcode: int, payload: Union[Buffer, str], mask: bool, fin: bool = True
+    opcode: int, payload: Buffer | str, mask: bool, fin: bool = True
 ) -> bytes:
     """Return a whole frame (header and payload in one buffer); with ``mask`` the payload is
     masked with a fresh random key, as a client must (section 5.3). A ``str`` payload is sent

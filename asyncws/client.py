@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .connection import Websocket
@@ -82,8 +82,8 @@ class ClientHandshake(asyncio.Protocol):
         self,
         uri: WebSocketURI,
         key: str,
-        extra_headers: Optional[HeadersLike],
-        max_size: Optional[int],
+        extra_headers: HeadersLike | None,
+        max_size: int | None,
         max_queue: int,
         close_timeout: float,
     ) -> None:
@@ -93,7 +93,7 @@ class ClientHandshake(asyncio.Protocol):
         self._max_size = max_size
         self._max_queue = max_queue
         self._close_timeout = close_timeout
-        self._transport: Optional[asyncio.Transport] = None
+        self._transport: asyncio.Transport | None = None
         self._head = HeadReader()
         self.done: asyncio.Future[Websocket] = asyncio.get_running_loop().create_future()
 
@@ -101,7 +101,8 @@ class ClientHandshake(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         uri = self._uri
-        transport.write(build_request(uri.host_header, uri.resource, self._key, self._extra_headers))
+        request = build_request(uri.host_header, uri.resource, self._key, self._extra_headers)
+        transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
@@ -133,7 +134,7 @@ class ClientHandshake(asyncio.Protocol):
         if rest:
             ws.data_received(rest)
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
         if not self.done.done():
             self.done.set_exception(
                 InvalidHandshake(f"connection closed during the handshake ({exc or 'EOF'})")
@@ -148,11 +149,11 @@ class ClientHandshake(asyncio.Protocol):
 async def connect(
     wsurl: str,
     *,
-    max_size: Optional[int] = DEFAULT_MAX_SIZE,
+    max_size: int | None = DEFAULT_MAX_SIZE,
     max_queue: int = DEFAULT_MAX_QUEUE,
-    open_timeout: Optional[float] = 10.0,
+    open_timeout: float | None = 10.0,
     close_timeout: float = 10.0,
-    extra_headers: Optional[HeadersLike] = None,
+    extra_headers: HeadersLike | None = None,
     **kwds: Any,
 ) -> Websocket:
     """Connect to a WebSocket server and perform the opening handshake; return a ``Websocket``.
@@ -171,7 +172,7 @@ async def connect(
         raise InvalidURI(f"ssl= was given for a ws:// URL ({wsurl!r}); use wss://")
     loop = asyncio.get_running_loop()
     key = generate_key()
-    transport: Optional[asyncio.BaseTransport] = None
+    transport: asyncio.BaseTransport | None = None
 
     async def open_connection() -> Websocket:
         nonlocal transport

@@ -15,7 +15,8 @@ import asyncio
 import logging
 import sys
 from collections import deque
-from typing import Any, AsyncIterator, Deque, Dict, List, Optional, Tuple
+from collections.abc import AsyncIterator
+from typing import Any
 
 from .exceptions import ConnectionClosed
 from .handshake import Request, Response
@@ -69,8 +70,8 @@ class Websocket(asyncio.Protocol):
         transport: asyncio.Transport,
         core: Protocol,
         *,
-        request: Optional[Request] = None,
-        response: Optional[Response] = None,
+        request: Request | None = None,
+        response: Response | None = None,
         max_queue: int = 32,
         close_timeout: float = 10.0,
     ) -> None:
@@ -79,18 +80,18 @@ class Websocket(asyncio.Protocol):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._core = core
-        self._queue: Deque[Message] = deque()
-        self._waiter: Optional[asyncio.Future[Optional[Message]]] = None
+        self._queue: deque[Message] = deque()
+        self._waiter: asyncio.Future[Message | None] | None = None
         self._eof = False  # no message will be queued any more
         self._max_queue = max(1, max_queue)
         self._reading_paused = False
         self._write_paused = False
-        self._drain_waiters: List[asyncio.Future[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._close_timeout = close_timeout
-        self._close_timer: Optional[asyncio.TimerHandle] = None
+        self._close_timer: asyncio.TimerHandle | None = None
         # Ping payload -> (waiter, time sent), created on the first ping.
-        self._ping_waiters: Optional[Dict[bytes, Tuple[asyncio.Future[float], float]]] = None
+        self._ping_waiters: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
         self._peer = transport.get_extra_info("peername")
 
     # -- public API ----------------------------------------------------------------------------
@@ -101,7 +102,7 @@ class Websocket(asyncio.Protocol):
         return self._transport
 
     @property
-    def close_code(self) -> Optional[int]:
+    def close_code(self) -> int | None:
         """What ended the connection (None while open): the peer's close code, the code asyncws
         sent when it failed the connection, or 1006 when it ended without a closing handshake."""
         return self._core.close_code
@@ -120,7 +121,7 @@ class Websocket(asyncio.Protocol):
         """A future done once the underlying connection is closed."""
         return self._lost
 
-    async def recv(self) -> Optional[Message]:
+    async def recv(self) -> Message | None:
         """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
         queue = self._queue
         if queue:
@@ -133,7 +134,7 @@ class Websocket(asyncio.Protocol):
             return None
         if self._waiter is not None:
             raise RuntimeError("recv() is already being awaited on this connection")
-        waiter: asyncio.Future[Optional[Message]] = self._loop.create_future()
+        waiter: asyncio.Future[Message | None] = self._loop.create_future()
         self._waiter = waiter
         try:
             return await waiter
@@ -150,13 +151,14 @@ class Websocket(asyncio.Protocol):
         """
         frame = self._core.send_data(data)
         transport = self._transport
-        if type(frame) is bytes:
+        if isinstance(frame, bytes):
             transport.write(frame)
         elif _VECTORED_WRITELINES:
-            transport.writelines(frame)  # type: ignore[arg-type]
+            transport.writelines(frame)
         else:
-            transport.write(frame[0])
-            transport.write(frame[1])
+            header, payload = frame
+            transport.write(header)
+            transport.write(payload)
         if self._write_paused:
             if flush or transport.get_write_buffer_size() > 4 * _high_water(transport):
                 await self._drain()
@@ -169,7 +171,7 @@ class Websocket(asyncio.Protocol):
             self._transport.write(core.send_close(status, reason))
         await self._wait_lost()
 
-    async def ping(self, data: Optional[bytes] = None) -> asyncio.Future[float]:
+    async def ping(self, data: bytes | None = None) -> asyncio.Future[float]:
         """Send a Ping; return a future that resolves with the round-trip time (seconds) when
         the matching Pong arrives."""
         if data is None:
@@ -223,12 +225,12 @@ class Websocket(asyncio.Protocol):
         if core.state == CLOSED and not self._eof:
             self._closing_done()
 
-    def eof_received(self) -> Optional[bool]:
+    def eof_received(self) -> bool | None:
         self._core.receive_eof()
         self._end()
         return None  # let the transport close itself
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
         self._core.receive_eof()
         self._end()
         if self._close_timer is not None:
@@ -238,7 +240,7 @@ class Websocket(asyncio.Protocol):
             self._lost.set_result(None)
         for waiter in self._drain_waiters:
             if not waiter.done():
-                waiter.set_exception(ConnectionClosed(self._core.close_code, self._core.close_reason))
+                waiter.set_exception(self._closed_error())
         self._drain_waiters.clear()
         if self._ping_waiters:
             for fut, _ in self._ping_waiters.values():
@@ -290,9 +292,12 @@ class Websocket(asyncio.Protocol):
             self._transport.abort()
             await self._lost
 
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(self._core.close_code, self._core.close_reason)
+
     async def _drain(self) -> None:
         if self._lost.done():
-            raise ConnectionClosed(self._core.close_code, self._core.close_reason)
+            raise self._closed_error()
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._drain_waiters.append(waiter)
         await waiter

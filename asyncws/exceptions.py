@@ -8,8 +8,6 @@ raised for a URL that is not ``ws://`` or ``wss://``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 __all__ = ["ConnectionClosed", "InvalidHandshake", "InvalidURI", "WebSocketError"]
 
 
@@ -24,7 +22,7 @@ class ConnectionClosed(WebSocketError, ConnectionError):
     it failed the connection, or 1006 when the TCP connection was lost without a closing handshake.
     """
 
-    def __init__(self, code: Optional[int] = None, reason: str = "") -> None:
+    def __init__(self, code: int | None = None, reason: str = "") -> None:
         self.code = code
         self.reason = reason
         text = "WebSocket connection is closed"
@@ -36,7 +34,7 @@ class ConnectionClosed(WebSocketError, ConnectionError):
 class InvalidHandshake(WebSocketError):
     """The opening handshake failed; ``status`` is the HTTP status when the server sent one."""
 
-    def __init__(self, message: str, status: Optional[int] = None) -> None:
+    def __init__(self, message: str, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
 

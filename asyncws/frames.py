@@ -8,8 +8,6 @@ job, in ``_kernels``).
 
 from __future__ import annotations
 
-from typing import Tuple
-
 __all__ = [
     "OP_CONT",
     "OP_TEXT",
@@ -80,7 +78,7 @@ def is_valid_close_code(code: int) -> bool:
     return code in _VALID_WIRE_CODES or 3000 <= code <= 4999
 
 
-def parse_close_payload(payload: bytes) -> Tuple[int, str]:
+def parse_close_payload(payload: bytes) -> tuple[int, str]:
     """Parse a received Close payload into ``(code, reason)``.
 
     Section 5.5.1: an empty payload means no status (1005); otherwise the first two bytes are the

@@ -13,7 +13,8 @@ import base64
 import binascii
 import hashlib
 import os
-from typing import Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Union
 
 from ._version import __version__
 from .exceptions import InvalidHandshake
@@ -46,7 +47,7 @@ MAX_HEADERS = 128
 
 USER_AGENT = f"asyncws/{__version__}"
 
-HeadersLike = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+HeadersLike = Union[Mapping[str, str], Iterable[tuple[str, str]]]
 
 _REASONS = {
     101: "Switching Protocols",
@@ -72,7 +73,7 @@ class HandshakeError(Exception):
     ``headers`` any headers the answer must carry (426 carries ``Sec-WebSocket-Version``)."""
 
     def __init__(
-        self, status: int, message: str, headers: Optional[List[Tuple[str, str]]] = None
+        self, status: int, message: str, headers: list[tuple[str, str]] | None = None
     ) -> None:
         self.status = status
         self.message = message
@@ -85,8 +86,8 @@ class Headers:
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Optional[HeadersLike] = None) -> None:
-        self._items: List[Tuple[str, str]] = []
+    def __init__(self, items: HeadersLike | None = None) -> None:
+        self._items: list[tuple[str, str]] = []
         if items is not None:
             pairs = items.items() if isinstance(items, Mapping) else items
             for name, value in pairs:
@@ -110,7 +111,7 @@ class Headers:
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
 
-    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+    def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         key = name.lower()
         for k, v in self._items:
@@ -118,20 +119,20 @@ class Headers:
                 return v
         return default
 
-    def get_all(self, name: str) -> List[str]:
+    def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order."""
         key = name.lower()
         return [v for k, v in self._items if k.lower() == key]
 
-    def items(self) -> List[Tuple[str, str]]:
+    def items(self) -> list[tuple[str, str]]:
         return list(self._items)
 
     def add(self, name: str, value: str) -> None:
         self._items.append((name, value))
 
-    def tokens(self, name: str) -> List[str]:
+    def tokens(self, name: str) -> list[str]:
         """The comma-separated tokens of every ``name`` field, lowercased (RFC 7230 section 7)."""
-        out = []
+        out: list[str] = []
         for value in self.get_all(name):
             out.extend(t.strip().lower() for t in value.split(",") if t.strip())
         return out
@@ -184,7 +185,7 @@ class HeadReader:
         self._buf = bytearray()
         self._scanned = 0
 
-    def feed(self, data: bytes) -> Optional[Tuple[bytes, bytes]]:
+    def feed(self, data: bytes) -> tuple[bytes, bytes] | None:
         buf = self._buf
         buf += data
         # Search only the new bytes (and 3 before, for a split CRLFCRLF): linear overall.
@@ -205,7 +206,7 @@ class HeadReader:
         return head, rest
 
 
-def _split_head(head: bytes) -> Tuple[str, Headers]:
+def _split_head(head: bytes) -> tuple[str, Headers]:
     """Split a head into its start line and header fields (RFC 7230 section 3)."""
     try:
         text = head.decode("latin-1")
@@ -240,7 +241,7 @@ def generate_key() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
-def _format_headers(headers: Iterable[Tuple[str, str]]) -> str:
+def _format_headers(headers: Iterable[tuple[str, str]]) -> str:
     out = []
     for name, value in headers:
         if any(c in name or c in value for c in "\r\n"):
@@ -250,10 +251,10 @@ def _format_headers(headers: Iterable[Tuple[str, str]]) -> str:
 
 
 def build_request(
-    host: str, path: str, key: str, extra_headers: Optional[HeadersLike] = None
+    host: str, path: str, key: str, extra_headers: HeadersLike | None = None
 ) -> bytes:
     """The client's upgrade request (section 4.1)."""
-    headers: List[Tuple[str, str]] = [
+    headers: list[tuple[str, str]] = [
         ("Host", host),
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
@@ -321,9 +322,9 @@ def check_request(request: Request) -> str:
     return accept_key(key)
 
 
-def build_response(accept: str, extra_headers: Optional[HeadersLike] = None) -> bytes:
+def build_response(accept: str, extra_headers: HeadersLike | None = None) -> bytes:
     """The server's 101 response (section 4.2.2)."""
-    headers: List[Tuple[str, str]] = [
+    headers: list[tuple[str, str]] = [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
         ("Sec-WebSocket-Accept", accept),
@@ -334,11 +335,11 @@ def build_response(accept: str, extra_headers: Optional[HeadersLike] = None) -> 
 
 
 def build_error_response(
-    status: int, message: str, headers: Optional[List[Tuple[str, str]]] = None
+    status: int, message: str, headers: list[tuple[str, str]] | None = None
 ) -> bytes:
     """A plain-text HTTP error answer that closes the connection."""
     body = (message + "\n").encode("utf-8", "replace")
-    fields: List[Tuple[str, str]] = list(headers or [])
+    fields: list[tuple[str, str]] = list(headers or [])
     fields += [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),

@@ -10,7 +10,7 @@ touch a socket or a transport, or schedule anything: the asyncio layer in ``conn
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import Union
 
 from ._kernels import FrameReader, build_frame, build_header
 from .exceptions import ConnectionClosed
@@ -39,7 +39,7 @@ CLOSED = 3
 LARGE_PAYLOAD = 65536
 
 Message = Union[str, bytes]
-Outgoing = Union[bytes, Tuple[bytes, bytes]]
+Outgoing = Union[bytes, tuple[bytes, bytes]]
 Data = Union[str, bytes, bytearray, memoryview]
 
 
@@ -59,25 +59,25 @@ class Protocol:
         "_reader",
     )
 
-    def __init__(self, is_client: bool, max_size: Optional[int] = 2**20) -> None:
+    def __init__(self, is_client: bool, max_size: int | None = 2**20) -> None:
         self.is_client = is_client
         self.state = OPEN
         # What ended the connection: the peer's close code, ours when we failed it, 1006 when
         # the stream ended without a Close. None while open.
-        self.close_code: Optional[int] = None
+        self.close_code: int | None = None
         self.close_reason = ""
         self.close_sent = False
         self.close_received = False
         # (code, reason) when this side failed the connection (section 7.1.7).
-        self.failure: Optional[Tuple[int, str]] = None
-        self.outgoing: List[bytes] = []
-        self.pongs: List[bytes] = []
+        self.failure: tuple[int, str] | None = None
+        self.outgoing: list[bytes] = []
+        self.pongs: list[bytes] = []
         # Section 5.1: a server reads masked frames, a client unmasked ones.
         self._reader = FrameReader(not is_client, max_size)
 
     # -- receiving -----------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> List[Message]:
+    def receive_data(self, data: bytes) -> list[Message]:
         """Feed received bytes; return the messages they complete, in order."""
         reader = self._reader
         items = reader.feed(data)
@@ -85,8 +85,8 @@ class Protocol:
             return self._process(items)
         return items  # type: ignore[return-value]  # no tuple: has_control is False
 
-    def _process(self, items: list) -> List[Message]:  # type: ignore[type-arg]
-        messages: List[Message] = []
+    def _process(self, items: list) -> list[Message]:  # type: ignore[type-arg]
+        messages: list[Message] = []
         for item in items:
             if type(item) is not tuple:
                 messages.append(item)
@@ -135,7 +135,8 @@ class Protocol:
         self.close_code = code
         self.close_reason = reason
         if not self.close_sent:
-            self.outgoing.append(build_frame(OP_CLOSE, _close_payload(code, reason), self.is_client))
+            payload = _close_payload(code, reason)
+            self.outgoing.append(build_frame(OP_CLOSE, payload, self.is_client))
             self.close_sent = True
         self.state = CLOSED
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Optional, Set
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 from .connection import Websocket
 from .exceptions import ConnectionClosed
@@ -44,9 +45,9 @@ class _ServerConfig:
     def __init__(
         self,
         handler: Handler,
-        max_size: Optional[int],
+        max_size: int | None,
         max_queue: int,
-        open_timeout: Optional[float],
+        open_timeout: float | None,
         close_timeout: float,
     ) -> None:
         self.handler = handler
@@ -55,7 +56,7 @@ class _ServerConfig:
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         # Strong references: the event loop keeps only weak ones to tasks.
-        self.tasks: Set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
 
 
 class ServerHandshake(asyncio.Protocol):
@@ -65,9 +66,9 @@ class ServerHandshake(asyncio.Protocol):
 
     def __init__(self, config: _ServerConfig) -> None:
         self._config = config
-        self._transport: Optional[asyncio.Transport] = None
+        self._transport: asyncio.Transport | None = None
         self._head = HeadReader()
-        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer: asyncio.TimerHandle | None = None
         self._done = False
         self._peer: Any = None
 
@@ -83,7 +84,7 @@ class ServerHandshake(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._done:
             return
-        request: Optional[Request] = None
+        request: Request | None = None
         try:
             got = self._head.feed(data)
             if got is None:
@@ -96,7 +97,7 @@ class ServerHandshake(asyncio.Protocol):
             return
         self._accept(request, accept, rest)
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
         self._done = True
         if self._timer is not None:
             self._timer.cancel()
@@ -124,14 +125,16 @@ class ServerHandshake(asyncio.Protocol):
         if rest:
             ws.data_received(rest)
 
-    def _refuse(self, exc: HandshakeError, request: Optional[Request]) -> None:
+    def _refuse(self, exc: HandshakeError, request: Request | None) -> None:
         transport = self._transport
         assert transport is not None
         self._done = True
         if self._timer is not None:
             self._timer.cancel()
         target = f" {request.method} {request.path}" if request is not None else ""
-        logger.info("refused handshake from %s%s: %d %s", self._peer, target, exc.status, exc.message)
+        logger.info(
+            "refused handshake from %s%s: %d %s", self._peer, target, exc.status, exc.message
+        )
         transport.write(build_error_response(exc.status, exc.message, exc.headers))
         transport.close()
 
@@ -166,11 +169,11 @@ async def _close_quietly(ws: Websocket, code: int, reason: str) -> None:
 async def start_server(
     handler: Handler,
     host: Any = None,
-    port: Optional[int] = None,
+    port: int | None = None,
     *,
-    max_size: Optional[int] = DEFAULT_MAX_SIZE,
+    max_size: int | None = DEFAULT_MAX_SIZE,
     max_queue: int = DEFAULT_MAX_QUEUE,
-    open_timeout: Optional[float] = 10.0,
+    open_timeout: float | None = 10.0,
     close_timeout: float = 10.0,
     **kwds: Any,
 ) -> asyncio.Server:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 import pytest
 
@@ -55,9 +56,9 @@ class Server:
     ) -> None:
         self.handler = handler
         self.kwds = kwds
-        self.server: Optional[asyncio.Server] = None
+        self.server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> "Server":
+    async def __aenter__(self) -> Server:
         self.server = await asyncws.start_server(self.handler, "127.0.0.1", 0, **self.kwds)
         return self
 

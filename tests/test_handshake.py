@@ -86,7 +86,9 @@ def test_invalid_requests(mutate, status: int) -> None:
         assert ("Sec-WebSocket-Version", "13") in info.value.headers
 
 
-@pytest.mark.parametrize("raw", [b"garbage\r\n\r\n", b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\nno colon\r\n\r\n"])
+@pytest.mark.parametrize(
+    "raw", [b"garbage\r\n\r\n", b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\nno colon\r\n\r\n"]
+)
 def test_malformed_heads(raw: bytes) -> None:
     with pytest.raises(HandshakeError) as info:
         parse_request(raw)

@@ -36,7 +36,10 @@ def test_active_backend_matches_environment() -> None:
 
 
 def test_environment_switch_forces_fallback() -> None:
-    code = "import asyncws, asyncws._kernels as k; print(asyncws.HAS_SPEEDUPS, k.FrameReader.__module__)"
+    code = (
+        "import asyncws, asyncws._kernels as k;"
+        "print(asyncws.HAS_SPEEDUPS, k.FrameReader.__module__)"
+    )
     env = dict(os.environ, ASYNCWS_NO_SPEEDUPS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["False", "asyncws._purepython"]
