@@ -105,7 +105,7 @@ def _read_reasons(case: CaseResult) -> None:
     if case.behavior != "OK":
         expected = json.dumps(_short(data.get("expected")))
         received = json.dumps(_short(data.get("received")))
-        case.events = f"expected {expected}, received {received}"
+        case.events = f"expected events {expected}; received {received}"
         case.details.append(f"expectation: {case.expectation}")
         case.details.append(f"expected: {expected}")
         case.details.append(f"received: {received}")
@@ -236,9 +236,10 @@ def not_ok_markdown(agents: list[AgentResult], allow_non_strict: bool = False) -
             a[len("asyncws-") :] if a.startswith("asyncws-") else a for a, _ in entries
         )
         first = entries[0][1]
-        reason = " ".join(x for x in (first.result, first.expectation) if x)
+        parts = [first.result] + ([first.expectation] if first.expectation != first.result else [])
         if first.events:
-            reason += f" Observed: {first.events}."
+            parts.append(f"wstest {first.events}.")
+        reason = " ".join(x for x in parts if x)
         reason = reason.replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {case_id} | {grades} | {fails} | {names} | {reason} |")
     return "\n".join(lines)
