@@ -63,6 +63,7 @@ class Websocket(asyncio.Protocol):
         "_close_timer",
         "_ping_waiters",
         "_peer",
+        "_failure_deferred",
     )
 
     def __init__(
@@ -93,6 +94,8 @@ class Websocket(asyncio.Protocol):
         # Ping payload -> (waiter, time sent), created on the first ping.
         self._ping_waiters: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
         self._peer = transport.get_extra_info("peername")
+        # A protocol violation waits behind messages the application has not read yet.
+        self._failure_deferred = False
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -131,6 +134,9 @@ class Websocket(asyncio.Protocol):
                 self._transport.resume_reading()
             return msg
         if self._eof:
+            return None
+        if self._failure_deferred:
+            self._fail_now()
             return None
         if self._waiter is not None:
             raise RuntimeError("recv() is already being awaited on this connection")
@@ -222,7 +228,16 @@ class Websocket(asyncio.Protocol):
                 self._transport.pause_reading()
         if core.pongs:
             self._pongs_received()
-        if core.state == CLOSED and not self._eof:
+        if core.pending_failure is not None and not self._failure_deferred:
+            if msgs or self._queue:
+                # Let the application read (and answer) what came before the violation; its
+                # next recv() fails the connection, or the close timeout does.
+                self._failure_deferred = True
+                self._transport.pause_reading()
+                self._close_timer = self._loop.call_later(self._close_timeout, self._fail_now)
+            else:
+                self._fail_now()
+        elif core.state == CLOSED and not self._eof:
             self._closing_done()
 
     def eof_received(self) -> bool | None:
@@ -268,6 +283,19 @@ class Websocket(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             self._waiter = None
             waiter.set_result(None)
+
+    def _fail_now(self) -> None:
+        """Send the Close for the pending protocol violation and close."""
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self._failure_deferred = False
+        core = self._core
+        core.fail_pending()
+        if core.outgoing:
+            self._transport.write(core.data_to_send())
+        if not self._eof:
+            self._closing_done()
 
     def _closing_done(self) -> None:
         """The protocol reached CLOSED through a Close exchange or a failure."""

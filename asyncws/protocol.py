@@ -4,7 +4,9 @@ This module holds ``Protocol``: bytes received go in through ``receive_data`` an
 whole messages (``str`` / ``bytes``) in order; what must be sent in answer (a Pong, the Close
 reply, the Close that fails the connection) collects in ``outgoing``; frames to send are built by
 ``send_data``, ``send_ping``, ``send_pong`` and ``send_close``. It owns the closing handshake
-and the rule that errors come after the messages that preceded them. It must not import asyncio,
+and the rule that errors come after the messages that preceded them: a violation found behind
+complete messages is held in ``pending_failure`` until the caller has handed those messages to
+the application and calls ``fail_pending()``. It must not import asyncio,
 touch a socket or a transport, or schedule anything: the asyncio layer in ``connection`` does.
 """
 
@@ -54,6 +56,7 @@ class Protocol:
         "close_sent",
         "close_received",
         "failure",
+        "pending_failure",
         "outgoing",
         "pongs",
         "_reader",
@@ -70,6 +73,8 @@ class Protocol:
         self.close_received = False
         # (code, reason) when this side failed the connection (section 7.1.7).
         self.failure: tuple[int, str] | None = None
+        # A violation received after messages not yet consumed; see fail_pending().
+        self.pending_failure: tuple[int, str] | None = None
         self.outgoing: list[bytes] = []
         self.pongs: list[bytes] = []
         # Section 5.1: a server reads masked frames, a client unmasked ones.
@@ -101,15 +106,15 @@ class Protocol:
             elif opcode == OP_CLOSE:
                 self._receive_close(payload)
         error = self._reader.error
-        if error is not None and self.state != CLOSED:
-            self.fail(*error)
+        if error is not None and self.state != CLOSED and self.pending_failure is None:
+            self.pending_failure = error
         return messages
 
     def _receive_close(self, payload: bytes) -> None:
         try:
             code, reason = parse_close_payload(payload)
         except CloseFrameError as exc:
-            self.fail(exc.code, exc.reason)
+            self.pending_failure = (exc.code, exc.reason)
             return
         self.close_received = True
         if self.failure is None:
@@ -139,6 +144,18 @@ class Protocol:
             self.outgoing.append(build_frame(OP_CLOSE, payload, self.is_client))
             self.close_sent = True
         self.state = CLOSED
+
+    def fail_pending(self) -> None:
+        """Fail the connection for the violation held in ``pending_failure``.
+
+        Autobahn (cases 3.x, 4.x, 5.15) and common sense agree that a message that arrived
+        complete before a bad frame is still the application's to read and answer; so the
+        violation waits until the caller has delivered what preceded it.
+        """
+        if self.pending_failure is not None:
+            code, reason = self.pending_failure
+            self.pending_failure = None
+            self.fail(code, reason)
 
     def data_to_send(self) -> bytes:
         """Take what ``receive_data`` or ``fail`` queued for sending."""

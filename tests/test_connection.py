@@ -302,3 +302,35 @@ def test_parse_uri() -> None:
     assert parse_uri("ws://h/p?q=1") == (False, "h", 80, "/p?q=1", "h")
     assert parse_uri("wss://h:8443") == (True, "h", 8443, "/", "h:8443")
     assert parse_uri("ws://[::1]:81/") == (False, "::1", 81, "/", "[::1]:81")
+
+
+def test_message_before_a_protocol_violation_is_read_and_answered_first() -> None:
+    """Autobahn 3.x/4.x/5.15: a message complete before a bad frame reaches recv() and its echo
+    goes out before the connection is failed with 1002."""
+    from asyncws._kernels import FrameReader, build_frame
+    from asyncws.handshake import accept_key, build_request, generate_key
+
+    async def main() -> None:
+        async with Server() as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            key = generate_key()
+            writer.write(build_request(f"127.0.0.1:{server.port}", "/", key))
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert accept_key(key).encode() in head
+            # Two good messages and a frame with a reserved opcode, in one write.
+            writer.write(
+                build_frame(1, "first", True) + build_frame(2, b"second", True)
+                + b"\x83\x80\x00\x00\x00\x00"
+            )
+            frames = FrameReader(False, None)
+            got: list = []
+            while not frames.closed:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                got.extend(frames.feed(data))
+            assert got[:2] == ["first", b"second"]
+            assert got[2][0] == 8 and got[2][1][:2] == (1002).to_bytes(2, "big")
+            writer.close()
+
+    run(main())

@@ -69,6 +69,12 @@ def test_messages_before_a_protocol_error_are_delivered_first() -> None:
     bad = b"\x83\x80\x00\x00\x00\x00"
     msgs = p.receive_data(from_client(1, b"one") + from_client(2, b"two") + bad)
     assert msgs == ["one", b"two"]
+    # The violation waits until the messages before it have been handed over...
+    assert p.pending_failure is not None and p.pending_failure[0] == 1002
+    assert p.state == OPEN and p.outgoing == []
+    p.send_data("an answer to 'one' may still go out")
+    # ...and fails the connection when the caller says so.
+    p.fail_pending()
     assert p.state == CLOSED and p.failure is not None and p.close_code == 1002
     [(op, payload)] = decode_server_frames(p.data_to_send())
     assert op == 8 and payload[:2] == b"\x03\xea"
@@ -82,6 +88,8 @@ def test_messages_before_a_protocol_error_are_delivered_first() -> None:
 def test_bad_close_payloads_fail_the_connection(payload: bytes, code: int) -> None:
     p = Protocol(is_client=False)
     p.receive_data(from_client(8, payload))
+    assert p.pending_failure is not None and p.pending_failure[0] == code
+    p.fail_pending()
     assert p.close_code == code and p.failure is not None
     [(op, sent)] = decode_server_frames(p.data_to_send())
     assert op == 8 and int.from_bytes(sent[:2], "big") == code
