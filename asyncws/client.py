@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
 from .connection import Websocket
@@ -98,11 +98,11 @@ class ClientHandshake(asyncio.Protocol):
         self.done: asyncio.Future[Websocket] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self._transport = cast(asyncio.Transport, transport)
         uri = self._uri
         request = build_request(uri.host_header, uri.resource, self._key, self._extra_headers)
-        transport.write(request)
+        self._transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():

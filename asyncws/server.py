@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from .connection import Websocket
 from .exceptions import ConnectionClosed
@@ -73,8 +73,8 @@ class ServerHandshake(asyncio.Protocol):
         self._peer: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self._transport = cast(asyncio.Transport, transport)
         self._peer = transport.get_extra_info("peername")
         timeout = self._config.open_timeout
         if timeout is not None:
