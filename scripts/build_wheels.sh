@@ -23,6 +23,8 @@
 #   INSTALL_TIMEOUT   seconds per venv install  (default: 900)
 #   TEST_TIMEOUT      seconds per test run      (default: 1200)
 #   PYTEST_ARGS       extra arguments for pytest (default: "-q")
+#   FROM_GIT          1: build from `git archive HEAD` (committed files only) instead
+#                     of the working tree (default: 0, the working tree)
 set -uo pipefail
 
 # shellcheck source=scripts/_release_tools.sh
@@ -66,8 +68,15 @@ mkdir -p "$DIST" "$WORK" "$LOGS"
 rm -f "$DIST"/asyncws-*.tar.gz "$DIST"/asyncws-*.whl
 
 # ---------------------------------------------------------------- 1. the sdist
+SRC="$REPO_ROOT"
+if [ "${FROM_GIT:-0}" = 1 ]; then
+    SRC="$WORK/src"
+    mkdir -p "$SRC"
+    git archive HEAD | tar -x -C "$SRC" || die "git archive HEAD failed"
+    log "building from git HEAD ($(git rev-parse --short HEAD)), exported to $SRC"
+fi
 log "building the sdist"
-if ! timeout "$BUILD_TIMEOUT" "$TOOLS/python" -m build --sdist --outdir "$DIST" . \
+if ! timeout "$BUILD_TIMEOUT" "$TOOLS/python" -m build --sdist --outdir "$DIST" "$SRC" \
         >"$LOGS/sdist.log" 2>&1; then
     tail -n 40 "$LOGS/sdist.log"
     die "sdist: python -m build --sdist failed (build/wheel-logs/sdist.log)"
@@ -94,7 +103,7 @@ failures=$((1 - sdist_ok))
 # The tests run from a copy, outside the source tree.
 TESTS_SRC="$WORK/tests-src"
 mkdir -p "$TESTS_SRC"
-cp -R tests pyproject.toml "$TESTS_SRC/"
+cp -R "$SRC/tests" "$SRC/pyproject.toml" "$TESTS_SRC/"
 
 # ------------------------------------------------------------- 2.+3. the wheels
 newest_python() {  # newest_python 3.X -> path of the newest pyenv 3.X.<patch> interpreter
