@@ -198,11 +198,11 @@ class LengthPrefixedProtocol(asyncio.BufferedProtocol):
     ``on_message(view)`` gets a memoryview of the whole frame (prefix included), valid only
     during the call."""
 
-    MIN_FREE = 65536
+    MIN_FREE = 16384  # also the initial size, as picows' default read buffer (memory.py)
 
     def connection_made(self, transport):
         self.transport = transport
-        self.buf = bytearray(262144)
+        self.buf = bytearray(self.MIN_FREE)
         self.start = self.end = 0
         self.need = 4
         tune_socket(transport)
@@ -361,8 +361,20 @@ SERVERS = {
 }
 
 
+def raise_nofile(n: int = 16384) -> None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n if hard == resource.RLIM_INFINITY else min(n, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def server_main(args) -> None:
     pin(args.cpu)
+    raise_nofile()  # memory.py opens 1,000+ connections to these servers
 
     async def main():
         server, port = await SERVERS[args.impl](server_ssl(args.tls_dir))
