@@ -2,7 +2,8 @@
 
 This module holds the selection between the Cython extension ``_speedups`` and its pure-Python
 twin ``_purepython`` and re-exports the chosen set under one interface (``apply_mask``,
-``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``, ``build_frame``, ``build_header``).
+``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``, ``build_frame``, ``build_header``,
+``build_message``).
 The choice is made once, at import time: the extension when it imports, unless the environment
 sets ``ASYNCWS_NO_SPEEDUPS=1``. Nothing else in the package may import either backend directly
 or know that two exist; ``HAS_SPEEDUPS`` tells which one is active.
@@ -21,6 +22,7 @@ __all__ = [
     "FrameReader",
     "build_frame",
     "build_header",
+    "build_message",
 ]
 
 HAS_SPEEDUPS = False
@@ -33,6 +35,7 @@ if os.environ.get("ASYNCWS_NO_SPEEDUPS", "") not in ("1", "true", "yes"):
             apply_mask_inplace,
             build_frame,
             build_header,
+            build_message,
         )
 
         HAS_SPEEDUPS = True
@@ -47,6 +50,7 @@ if not HAS_SPEEDUPS:
         apply_mask_inplace,
         build_frame,
         build_header,
+        build_message,
     )
 
 BACKEND = "speedups" if HAS_SPEEDUPS else "purepython"

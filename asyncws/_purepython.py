@@ -21,6 +21,7 @@ __all__ = [
     "FrameReader",
     "build_frame",
     "build_header",
+    "build_message",
 ]
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -73,10 +74,16 @@ class Utf8Validator:
         if self._failed:
             return False
         try:
-            # CPython's stateful decoder rejects an impossible byte at once and only keeps a
-            # truncated-but-possible sequence pending, which is the fail-fast rule we need.
+            # CPython's stateful decoder rejects an impossible byte at once and keeps only a
+            # truncated sequence pending, which is the fail-fast rule we need...
             self._decoder.decode(data, False)
         except UnicodeDecodeError:
+            self._failed = True
+            return False
+        # ...with one exception: it keeps ED A0..BF pending although only an encoded
+        # surrogate (never valid, RFC 3629 section 3) can follow.
+        pending = self._decoder.getstate()[0]
+        if len(pending) >= 2 and pending[0] == 0xED and pending[1] > 0x9F:
             self._failed = True
             return False
         return True
@@ -98,7 +105,8 @@ class FrameReader:
     as a tuple ``(opcode, payload)``. Fragments are reassembled and unmasked, text is validated as
     it arrives. On a protocol violation the items before it are returned, ``error`` is set to
     ``(close_code, reason)`` and nothing more is parsed; after a Close frame nothing more is parsed
-    either (section 5.5.1). ``has_control`` tells whether the last ``feed`` returned any tuple.
+    either (section 5.5.1). ``attention`` tells whether the last ``feed`` returned a tuple or
+    stopped reading (Close or error): whether its result needs more than delivering messages.
     """
 
     def __init__(self, expect_masked: bool, max_size: int | None = None) -> None:
@@ -106,7 +114,7 @@ class FrameReader:
         self._max_size = _NO_LIMIT if max_size is None else int(max_size)
         self.error: tuple[int, str] | None = None
         self.closed = False
-        self.has_control = False
+        self.attention = False
         self._pending = b""  # the start of a header split across two feeds
         self._in_payload = False
         # The frame being read when its payload spans feeds.
@@ -128,11 +136,12 @@ class FrameReader:
     def _fail(self, code: int, reason: str) -> None:
         self.error = (code, reason)
         self.closed = True
+        self.attention = True
         self._msg = bytearray()
 
     def feed(self, data: Buffer) -> list[Item]:
         out: list[Item] = []
-        self.has_control = False
+        self.attention = False
         if self.closed:
             return out
         if self._pending:
@@ -244,7 +253,7 @@ class FrameReader:
                 elif opcode == 0x2:
                     out.append(payload)
                 else:
-                    self.has_control = True
+                    self.attention = True
                     out.append((opcode, payload))
                     if opcode == 0x8:
                         self.closed = True
@@ -276,7 +285,7 @@ class FrameReader:
         """Finish the frame whose payload just completed; False once nothing more may be read."""
         opcode = self._opcode
         if opcode >= 0x8:
-            self.has_control = True
+            self.attention = True
             out.append((opcode, bytes(self._control)))
             if opcode == 0x8:
                 self.closed = True
@@ -354,3 +363,8 @@ def build_frame(
     if mask:
         return head + apply_mask(payload, head[-4:])
     return head + bytes(payload)
+
+
+def build_message(data: Buffer | str, mask: bool) -> bytes:
+    """Return the frame of a whole message: ``str`` as text, bytes-like as binary."""
+    return build_frame(0x1 if isinstance(data, str) else 0x2, data, mask)

@@ -17,7 +17,7 @@ class Utf8Validator:
 class FrameReader:
     error: tuple[int, str] | None
     closed: bool
-    has_control: bool
+    attention: bool
     def __init__(self, expect_masked: bool, max_size: int | None = None) -> None: ...
     @property
     def max_size(self) -> int: ...
@@ -27,3 +27,4 @@ def build_header(opcode: int, length: int, fin: bool = True, mask: bool = False)
 def build_frame(
     opcode: int, payload: Buffer | str, mask: bool, fin: bool = True
 ) -> bytes: ...
+def build_message(data: Buffer | str, mask: bool) -> bytes: ...

@@ -18,7 +18,7 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
-from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -34,6 +34,7 @@ __all__ = [
     "FrameReader",
     "build_frame",
     "build_header",
+    "build_message",
 ]
 
 # Largest "no limit" size: a frame length is at most 2**63 - 1 (section 5.2).
@@ -244,12 +245,13 @@ cdef class FrameReader:
     as a tuple ``(opcode, payload)``. Fragments are reassembled and unmasked, text is validated as
     it arrives. On a protocol violation the items before it are returned, ``error`` is set to
     ``(close_code, reason)`` and nothing more is parsed; after a Close frame nothing more is parsed
-    either (section 5.5.1). ``has_control`` tells whether the last ``feed`` returned any tuple.
+    either (section 5.5.1). ``attention`` tells whether the last ``feed`` returned a tuple or
+    stopped reading (Close or error): whether its result needs more than delivering messages.
     """
 
     cdef readonly object error
     cdef readonly bint closed
-    cdef readonly bint has_control
+    cdef readonly bint attention
     cdef bint _expect_masked
     cdef unsigned long long _max_size
     # The start of a header split across two feeds.
@@ -276,7 +278,7 @@ cdef class FrameReader:
         self._max_size = _NO_LIMIT if max_size is None else <unsigned long long>max_size
         self.error = None
         self.closed = False
-        self.has_control = False
+        self.attention = False
         self._hdr_len = 0
         self._in_payload = False
         self._msg_opcode = 0
@@ -291,6 +293,7 @@ cdef class FrameReader:
     cdef int _fail(self, int code, str reason) except -1:
         self.error = (code, reason)
         self.closed = True
+        self.attention = True
         self._msg = None
         self._msg_len = 0
         return 0
@@ -298,7 +301,7 @@ cdef class FrameReader:
     def feed(self, data):
         cdef Py_buffer view
         cdef list out = []
-        self.has_control = False
+        self.attention = False
         if self.closed:
             return out
         if PyBytes_CheckExact(data):
@@ -497,7 +500,7 @@ cdef class FrameReader:
         if opcode == 0x2:
             out.append(payload)
             return True
-        self.has_control = True
+        self.attention = True
         out.append((opcode, payload))
         if opcode == 0x8:
             self.closed = True
@@ -509,7 +512,7 @@ cdef class FrameReader:
         cdef int opcode = self._opcode
         cdef const char* data
         if opcode >= 0x8:
-            self.has_control = True
+            self.attention = True
             out.append((opcode, PyBytes_FromStringAndSize(<char*>self._control, self._control_len)))
             if opcode == 0x8:
                 self.closed = True
@@ -594,6 +597,15 @@ def build_frame(int opcode, payload, bint mask, bint fin=True):
     """Return a whole frame (header and payload in one buffer); with ``mask`` the payload is
     masked with a fresh random key, as a client must (section 5.3). A ``str`` payload is sent
     as its UTF-8 bytes."""
+    return _frame_of(opcode, payload, mask, fin)
+
+
+def build_message(data, bint mask):
+    """Return the frame of a whole message: ``str`` as text, bytes-like as binary."""
+    return _frame_of(0x1 if PyUnicode_Check(data) else 0x2, data, mask, True)
+
+
+cdef bytes _frame_of(int opcode, object payload, bint mask, bint fin):
     cdef Py_buffer view
     cdef const unsigned char* src
     cdef Py_ssize_t n
@@ -601,7 +613,7 @@ def build_frame(int opcode, payload, bint mask, bint fin=True):
     if PyBytes_CheckExact(payload):
         src = <const unsigned char*>PyBytes_AS_STRING(payload)
         n = PyBytes_GET_SIZE(payload)
-    elif PyUnicode_CheckExact(payload):
+    elif PyUnicode_Check(payload):
         # For ASCII text this is the string's own storage: no encode, no copy.
         src = <const unsigned char*>PyUnicode_AsUTF8AndSize(payload, &n)
     else:

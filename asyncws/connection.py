@@ -18,9 +18,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ._kernels import build_message
 from .exceptions import ConnectionClosed
 from .handshake import Request, Response
-from .protocol import CLOSED, OPEN, Data, Message, Protocol
+from .protocol import CLOSED, LARGE_PAYLOAD, OPEN, Data, Message, Outgoing, Protocol
 
 __all__ = ["Websocket"]
 
@@ -64,6 +65,8 @@ class Websocket(asyncio.Protocol):
         "_ping_waiters",
         "_peer",
         "_failure_deferred",
+        "_reader",
+        "_feed",
     )
 
     def __init__(
@@ -81,6 +84,10 @@ class Websocket(asyncio.Protocol):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._core = core
+        # The receive hot path calls the protocol's frame reader directly (one C call per
+        # chunk) and involves the protocol only when the reader flags ``attention``.
+        self._reader = core.reader
+        self._feed = core.reader.feed
         self._queue: deque[Message] = deque()
         self._waiter: asyncio.Future[Message | None] | None = None
         self._eof = False  # no message will be queued any more
@@ -138,14 +145,14 @@ class Websocket(asyncio.Protocol):
         if self._failure_deferred:
             self._fail_now()
             return None
-        if self._waiter is not None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
             raise RuntimeError("recv() is already being awaited on this connection")
-        waiter: asyncio.Future[Message | None] = self._loop.create_future()
+        # data_received and _end clear _waiter when they resolve it; a cancelled one is simply
+        # replaced here (and data_received queues instead of resolving a done future).
+        waiter = self._loop.create_future()
         self._waiter = waiter
-        try:
-            return await waiter
-        finally:
-            self._waiter = None
+        return await waiter
 
     async def send(self, data: Data, flush: bool = False) -> None:
         """Send ``str`` as a text message, bytes-like as a binary message.
@@ -155,8 +162,14 @@ class Websocket(asyncio.Protocol):
         the buffer is far above it, so that a peer that does not read cannot make memory grow
         without bound. Raises ``ConnectionClosed`` once the connection is closing or closed.
         """
-        frame = self._core.send_data(data)
+        core = self._core
         transport = self._transport
+        if core.state == OPEN and len(data) < LARGE_PAYLOAD:
+            # The common case in one kernel call; build_message raises TypeError for a wrong
+            # type, like send_data, which handles the rest (closed, large, odd buffers).
+            frame: Outgoing = build_message(data, core.is_client)
+        else:
+            frame = core.send_data(data)
         if isinstance(frame, bytes):
             transport.write(frame)
         elif _VECTORED_WRITELINES:
@@ -210,26 +223,42 @@ class Websocket(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        core = self._core
-        msgs = core.receive_data(data)
-        if core.outgoing:
-            self._transport.write(core.data_to_send())
+        # Without attention the reader returned messages only (no control tuples).
+        msgs: list[Message] = self._feed(data)  # type: ignore[assignment]
+        attention = self._reader.attention
+        if attention:
+            msgs = self._core.process(msgs)
         if msgs:
             waiter = self._waiter
             if waiter is not None and not waiter.done():
+                # Hand the first message straight to the waiting recv(): no queue round trip.
                 self._waiter = None
                 waiter.set_result(msgs[0])
                 if len(msgs) > 1:
-                    self._queue.extend(msgs[1:])
+                    self._enqueue(msgs[1:])
             else:
-                self._queue.extend(msgs)
-            if len(self._queue) >= self._max_queue and not self._reading_paused:
-                self._reading_paused = True
-                self._transport.pause_reading()
+                self._enqueue(msgs)
+        if attention:
+            self._handle_events(bool(msgs))
+
+    def _enqueue(self, msgs: list[Message]) -> None:
+        queue = self._queue
+        queue.extend(msgs)
+        if len(queue) >= self._max_queue and not self._reading_paused:
+            # Section 10.4's concern: stop reading rather than buffer without bound.
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _handle_events(self, delivered: bool) -> None:
+        """What receive_data produced besides messages: replies, pongs, failure, closing."""
+        core = self._core
+        core.attention = False
+        if core.outgoing:
+            self._transport.write(core.data_to_send())
         if core.pongs:
             self._pongs_received()
         if core.pending_failure is not None and not self._failure_deferred:
-            if msgs or self._queue:
+            if delivered or self._queue:
                 # Let the application read (and answer) what came before the violation; its
                 # next recv() fails the connection, or the close timeout does.
                 self._failure_deferred = True
@@ -289,7 +318,11 @@ class Websocket(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
-        self._failure_deferred = False
+        if self._failure_deferred or self._reading_paused:
+            # Reading was paused to hold the violation (or by max_queue); resume it to see the
+            # peer's Close reply and the end of the stream: the reader now ignores any data.
+            self._failure_deferred = self._reading_paused = False
+            self._transport.resume_reading()
         core = self._core
         core.fail_pending()
         if core.outgoing:

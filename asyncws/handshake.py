@@ -357,7 +357,8 @@ def parse_response(head: bytes) -> Response:
         raise InvalidHandshake(f"malformed response: {exc.message}") from None
     version, _, rest = start.partition(" ")
     code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/") or len(code) != 3 or not code.isdigit():
+    # isascii(): str.isdigit() also accepts digits like '\xb2' that int() refuses.
+    if not version.startswith("HTTP/") or len(code) != 3 or not (code.isascii() and code.isdigit()):
         raise InvalidHandshake(f"malformed status line {start[:80]!r}")
     return Response(int(code), reason, version, headers)
 

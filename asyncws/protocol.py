@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from ._kernels import FrameReader, build_frame, build_header
+from ._kernels import FrameReader, build_frame, build_header, build_message
 from .exceptions import ConnectionClosed
 from .frames import (
     CLOSE_ABNORMAL,
@@ -22,7 +22,6 @@ from .frames import (
     OP_CLOSE,
     OP_PING,
     OP_PONG,
-    OP_TEXT,
     CloseFrameError,
     build_close_payload,
     parse_close_payload,
@@ -41,7 +40,7 @@ CLOSED = 3
 LARGE_PAYLOAD = 65536
 
 Message = Union[str, bytes]
-Outgoing = Union[bytes, tuple[bytes, bytes]]
+Outgoing = Union[bytes, tuple[bytes, Union[bytes, bytearray, memoryview]]]
 Data = Union[str, bytes, bytearray, memoryview]
 
 
@@ -57,9 +56,10 @@ class Protocol:
         "close_received",
         "failure",
         "pending_failure",
+        "attention",
         "outgoing",
         "pongs",
-        "_reader",
+        "reader",
     )
 
     def __init__(self, is_client: bool, max_size: int | None = 2**20) -> None:
@@ -75,22 +75,33 @@ class Protocol:
         self.failure: tuple[int, str] | None = None
         # A violation received after messages not yet consumed; see fail_pending().
         self.pending_failure: tuple[int, str] | None = None
+        # Set when receive_data produced more than messages (something to send, pongs, a
+        # failure or a state change); the caller clears it after looking. One flag to test
+        # keeps the message-only path cheap.
+        self.attention = False
         self.outgoing: list[bytes] = []
         self.pongs: list[bytes] = []
         # Section 5.1: a server reads masked frames, a client unmasked ones.
-        self._reader = FrameReader(not is_client, max_size)
+        self.reader = FrameReader(not is_client, max_size)
 
     # -- receiving -----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[Message]:
-        """Feed received bytes; return the messages they complete, in order."""
-        reader = self._reader
-        items = reader.feed(data)
-        if reader.has_control or (reader.closed and self.state != CLOSED):
-            return self._process(items)
-        return items  # type: ignore[return-value]  # no tuple: has_control is False
+        """Feed received bytes; return the messages they complete, in order.
 
-    def _process(self, items: list) -> list[Message]:  # type: ignore[type-arg]
+        This is ``reader.feed`` followed by ``process`` when the reader flags ``attention``; a
+        caller on the hot path may make those two steps itself and save a call.
+        """
+        reader = self.reader
+        items = reader.feed(data)
+        if reader.attention:
+            return self.process(items)
+        return items  # type: ignore[return-value]  # no tuple without attention
+
+    def process(self, items: list) -> list[Message]:  # type: ignore[type-arg]
+        """Act on what ``reader.feed`` returned with ``reader.attention`` set: answer pings,
+        record pongs, handle a Close, hold a violation; return the messages alone."""
+        self.attention = True
         messages: list[Message] = []
         for item in items:
             if type(item) is not tuple:
@@ -105,7 +116,7 @@ class Protocol:
                 self.pongs.append(payload)
             elif opcode == OP_CLOSE:
                 self._receive_close(payload)
-        error = self._reader.error
+        error = self.reader.error
         if error is not None and self.state != CLOSED and self.pending_failure is None:
             self.pending_failure = error
         return messages
@@ -173,15 +184,14 @@ class Protocol:
         back as ``(header, payload)`` so that they are written without a copy."""
         if self.state != OPEN:
             raise self._closed_error()
-        if type(data) is str:
-            return build_frame(OP_TEXT, data, self.is_client)
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be str or bytes-like, not {type(data).__name__}")
-        if not self.is_client:
-            n = data.nbytes if isinstance(data, memoryview) else len(data)
-            if n >= LARGE_PAYLOAD:
-                return build_header(OP_BINARY, n), data  # type: ignore[return-value]
-        return build_frame(OP_BINARY, data, self.is_client)
+        if type(data) is not str:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"data must be str or bytes-like, not {type(data).__name__}")
+            if not self.is_client:
+                n = data.nbytes if isinstance(data, memoryview) else len(data)
+                if n >= LARGE_PAYLOAD:
+                    return build_header(OP_BINARY, n), data
+        return build_message(data, self.is_client)
 
     def send_ping(self, data: bytes = b"") -> bytes:
         if self.state != OPEN:

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 import asyncws
-from asyncws import HAS_SPEEDUPS
 
 from . import _raw
 from ._raw import close_frame, frame
@@ -26,11 +25,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
-PURE_SURROGATE_BUG = (
-    "BUG: _purepython.Utf8Validator relies on CPython's incremental UTF-8 decoder, which keeps "
-    "ED A0..BF (the start of an encoded surrogate) pending instead of rejecting it, so the "
-    "pure-Python backend does not fail fast there (the Cython one does)"
-)
 
 
 def no_errors(caplog: pytest.LogCaptureFixture) -> None:
@@ -207,15 +201,7 @@ def test_exactly_max_size_is_accepted():
     [
         frame(TEXT, b"hello \xff", fin=False),
         frame(TEXT, b"ok \xf4\x90", fin=False),  # cannot become a code point <= U+10FFFF
-        pytest.param(
-            frame(TEXT, b"ok \xed\xa0", fin=False),  # cannot become anything but a surrogate
-            marks=pytest.mark.xfail(
-                not HAS_SPEEDUPS,
-                strict=True,
-                raises=asyncio.TimeoutError,
-                reason=PURE_SURROGATE_BUG,
-            ),
-        ),
+        frame(TEXT, b"ok \xed\xa0", fin=False),  # cannot become anything but a surrogate
         frame(TEXT, b"ok \xe0\x80", fin=False),  # cannot become anything but an overlong
         frame(TEXT, b"hello \xff", length=1000),  # one frame whose payload never all comes
         frame(TEXT, b"a", fin=False) + frame(CONT, b"\xc0", fin=False),
@@ -412,13 +398,6 @@ def test_client_violation(data, code, caplog):
     client_violation(data, code, False, caplog)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=asyncio.TimeoutError,
-    reason="BUG: connection.py Websocket.data_received pauses reading to defer a violation that "
-    "follows queued messages, and _fail_now never resumes it: a client then never sees the "
-    "server's TCP close and only ends at close_timeout (abort)",
-)
 def test_client_violation_after_a_message(caplog):
     client_violation(frame(5, b"x", mask=None), 1002, True, caplog)
 

@@ -312,12 +312,6 @@ def test_client_non_101(status, caplog):
     no_errors(caplog)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: handshake.parse_response calls int() on a status code that str.isdigit() "
-    "accepted; '\\xb2' (superscript two) passes isdigit() but int() raises ValueError, which "
-    "escapes ClientHandshake.data_received (asyncio logs 'Fatal error' at ERROR level)",
-)
 def test_client_status_with_unicode_digit(caplog):
     """A status code of latin-1 'digits' that int() rejects: InvalidHandshake, nothing logged
     at ERROR level (found by fuzz/fuzz_handshake.py)."""

@@ -202,7 +202,7 @@ def test_reader_whole_messages_in_one_chunk(kernels) -> None:
         kernels, (1, "héllo", True), (2, b"\x00\x01", True), (9, b"ping", True), (2, b"", True)
     )
     assert r.feed(stream) == ["héllo", b"\x00\x01", (9, b"ping"), b""]
-    assert r.has_control and r.error is None and not r.closed
+    assert r.attention and r.error is None and not r.closed
 
 
 def test_reader_byte_by_byte_and_fragments(kernels) -> None:
