@@ -708,8 +708,10 @@ def client_main(args) -> None:
 
 # =============================================================================================
 # Orchestrator
-def impl_env(impl: str) -> Dict[str, str]:
+def impl_env(impl: str, snapshot: Optional[str] = None) -> Dict[str, str]:
     env = dict(os.environ)
+    if snapshot:
+        env["PYTHONPATH"] = snapshot + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("ASYNCWS_NO_SPEEDUPS", None)
     if impl == "asyncws-pure":
         env["ASYNCWS_NO_SPEEDUPS"] = "1"
@@ -732,22 +734,29 @@ def measure(args, impl, client_impl, cfg, tls_dir) -> Dict[str, Any]:
     if tls:
         common += ["--tls-dir", tls_dir]
     budget = args.warmup + args.duration + args.drain_timeout
+    errfile = tempfile.TemporaryFile("w+")
     srv = subprocess.Popen(
         [sys.executable, __file__, "_server", "--impl", impl, "--max-lifetime", str(budget + 60)]
         + common,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=impl_env(impl),
+        stderr=errfile,
+        env=impl_env(impl, args.snapshot),
         text=True,
     )
+
+    def server_err() -> str:
+        errfile.seek(0)
+        tail = errfile.read()[-600:].strip()
+        return f" [server stderr: {tail}]" if tail else ""
+
     try:
         ready, _, _ = select.select([srv.stdout], [], [], 30)
         line = srv.stdout.readline() if ready else ""
         if not line.startswith("PORT "):
             srv.kill()
-            err = srv.stderr.read()[-800:] if srv.stderr else ""
-            return {"error": f"server did not start: {line!r} {err}"}
+            srv.wait(5)
+            return {"error": f"server did not start: {line!r}{server_err()}"}
         parts = line.split()
         port, server_backend = int(parts[1]), parts[3]
         cmd = [
@@ -758,14 +767,20 @@ def measure(args, impl, client_impl, cfg, tls_dir) -> Dict[str, Any]:
         ] + common
         try:
             proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=budget + 60, env=impl_env(client_impl)
+                cmd, capture_output=True, text=True, timeout=budget + 60,
+                env=impl_env(client_impl, args.snapshot),
             )
         except subprocess.TimeoutExpired:
-            return {"error": "client timed out (killed)"}
+            return {"error": "client timed out (killed)" + server_err()}
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if not lines:
-            return {"error": f"client printed no result; rc={proc.returncode} {proc.stderr[-800:]}"}
+            return {
+                "error": f"client printed no result; rc={proc.returncode} {proc.stderr[-800:]}"
+                + server_err()
+            }
         res = json.loads(lines[-1])
+        if "error" in res:
+            res["error"] += server_err()
         res["server_backend"] = server_backend
         if impl == "asyncws" and server_backend != "speedups":
             res["error"] = "asyncws server runs without its Cython speedups"
@@ -781,6 +796,7 @@ def measure(args, impl, client_impl, cfg, tls_dir) -> Dict[str, Any]:
             except subprocess.TimeoutExpired:
                 srv.kill()
                 srv.wait(5)
+        errfile.close()
 
 
 def fmt_rate(x: Optional[float]) -> str:
@@ -850,6 +866,10 @@ def orchestrate(args) -> int:
     if "uvloop" in args.loop and not available_mod("uvloop"):
         sys.exit("--loop uvloop needs uvloop installed")
     tls_dir = make_tls_dir() if any(args.tls_modes) else None
+    args.snapshot = snapshot_asyncws() if args.snapshot_lib else None
+    if args.snapshot:
+        print(f"# asyncws copied to {args.snapshot} for this run",
+              file=sys.stderr)
 
     configs = list(itertools.product(args.loop, args.tls_modes, args.mode, args.kind, args.sizes))
     results: Dict[str, Any] = {}
@@ -886,6 +906,8 @@ def orchestrate(args) -> int:
     finally:
         if tls_dir:
             shutil.rmtree(tls_dir, ignore_errors=True)
+        if args.snapshot:
+            shutil.rmtree(args.snapshot, ignore_errors=True)
     for entry in results.values():
         entry["median"] = statistics.median(entry["rates"]) if entry["rates"] else None
 
@@ -902,7 +924,7 @@ def orchestrate(args) -> int:
                     "machine": machine_info(),
                     "versions": versions(),
                     "settings": {
-                        k: v for k, v in vars(args).items() if k not in ("func",)
+                        k: v for k, v in vars(args).items() if k not in ("func", "snapshot")
                     },
                     "results": list(results.values()),
                 },
@@ -910,6 +932,37 @@ def orchestrate(args) -> int:
                 indent=1,
             )
     return 0
+
+
+def snapshot_asyncws() -> Optional[str]:
+    """Copy the importable asyncws package (with its compiled extension) to a temporary
+    directory used by every server and client of this run, so that a working tree edited or
+    rebuilt during a long run cannot mix versions (an editable install imports the tree)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("asyncws")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    src = list(spec.submodule_search_locations)[0]
+    dst = tempfile.mkdtemp(prefix="asyncws-bench-lib-")
+    shutil.copytree(src, os.path.join(dst, "asyncws"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+    return dst
+
+
+def git_describe() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("asyncws")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    src = os.path.dirname(list(spec.submodule_search_locations)[0])
+    try:
+        out = subprocess.run(["git", "-C", src, "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def available_mod(name: str) -> bool:
@@ -946,11 +999,14 @@ def versions() -> Dict[str, str]:
     from importlib import metadata
 
     out = {}
-    for dist in ("asyncws", "websockets", "aiohttp", "picows", "uvloop"):
+    for dist in ("asyncws", "websockets", "aiohttp", "picows", "aiofastnet", "uvloop"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
+    rev = git_describe()
+    if rev:
+        out["asyncws_git"] = rev
     return out
 
 
@@ -1017,6 +1073,8 @@ def main(argv=None) -> int:
     p.add_argument("--cpu", type=int, default=None, help="CPU for server and client (default: last)")
     p.add_argument("--json", help="write all rounds and medians to this file")
     p.add_argument("-v", "--verbose", action="store_true", help="print every round to stderr")
+    p.add_argument("--no-snapshot", dest="snapshot_lib", action="store_false",
+                   help="import asyncws from where it is installed instead of a per-run copy")
     args = p.parse_args(argv)
     if args.duration <= 0 or args.duration > 60 or args.rounds < 1 or args.rounds > 50:
         p.error("--duration must be in (0, 60] and --rounds in [1, 50]")
