@@ -107,10 +107,17 @@ class FrameReader:
     ``(close_code, reason)`` and nothing more is parsed; after a Close frame nothing more is parsed
     either (section 5.5.1). ``attention`` tells whether the last ``feed`` returned a tuple or
     stopped reading (Close or error): whether its result needs more than delivering messages.
+
+    With ``compressed`` (permessage-deflate negotiated, RFC 7692), RSV1 may mark the first frame
+    of a data message; such a message comes back, still compressed and unvalidated, as a tuple
+    ``(OP_TEXT or OP_BINARY, payload)`` for the caller to inflate.
     """
 
-    def __init__(self, expect_masked: bool, max_size: int | None = None) -> None:
+    def __init__(
+        self, expect_masked: bool, max_size: int | None = None, compressed: bool = False
+    ) -> None:
         self._expect_masked = bool(expect_masked)
+        self._rsv1_ok = bool(compressed)
         self._max_size = _NO_LIMIT if max_size is None else int(max_size)
         self.error: tuple[int, str] | None = None
         self.closed = False
@@ -126,6 +133,7 @@ class FrameReader:
         self._control = bytearray()
         # The message being assembled.
         self._msg_opcode = 0  # 0: none, OP_TEXT or OP_BINARY
+        self._msg_compressed = False
         self._msg = bytearray()
         self._utf8 = Utf8Validator()
 
@@ -133,7 +141,12 @@ class FrameReader:
     def max_size(self) -> int:
         return self._max_size
 
-    def _fail(self, code: int, reason: str) -> None:
+    @property
+    def _validating(self) -> bool:
+        return self._msg_opcode == 0x1 and not self._msg_compressed
+
+    def fail(self, code: int, reason: str) -> None:
+        """Stop reading: record ``(code, reason)`` as the error, as a violation would."""
         self.error = (code, reason)
         self.closed = True
         self.attention = True
@@ -165,8 +178,8 @@ class FrameReader:
                         self._control += chunk
                     else:
                         self._msg += chunk
-                        if self._msg_opcode == 0x1 and not self._utf8.validate(chunk):
-                            self._fail(1007, "invalid UTF-8 in text message")
+                        if self._validating and not self._utf8.validate(chunk):
+                            self.fail(1007, "invalid UTF-8 in text message")
                             return out
                 if self._remaining:
                     break
@@ -191,36 +204,40 @@ class FrameReader:
                 break
             fin = b0 & 0x80
             opcode = b0 & 0x0F
+            compressed = False
             if b0 & 0x70:
-                # Section 5.2: RSV1-3 MUST be 0 unless an extension defines them.
-                self._fail(1002, "reserved bits set")
-                return out
+                # Section 5.2: RSV1-3 MUST be 0 unless an extension defines them; RFC 7692
+                # section 6 defines RSV1 on the first frame of a data message.
+                if b0 & 0x30 or not self._rsv1_ok or opcode == 0x0 or opcode >= 0x8:
+                    self.fail(1002, "reserved bits set")
+                    return out
+                compressed = True
             if opcode >= 0x8:
                 if opcode > 0xA:
-                    self._fail(1002, f"reserved opcode {opcode}")
+                    self.fail(1002, f"reserved opcode {opcode}")
                     return out
                 # Section 5.5: control frames MUST NOT be fragmented and carry <= 125 bytes.
                 if not fin:
-                    self._fail(1002, "fragmented control frame")
+                    self.fail(1002, "fragmented control frame")
                     return out
                 if size > 125:
-                    self._fail(1002, "control frame payload over 125 bytes")
+                    self.fail(1002, "control frame payload over 125 bytes")
                     return out
             elif opcode == 0x0:
                 # Section 5.4: a continuation needs a message in progress.
                 if self._msg_opcode == 0:
-                    self._fail(1002, "continuation frame without a message to continue")
+                    self.fail(1002, "continuation frame without a message to continue")
                     return out
             elif opcode <= 0x2:
                 if self._msg_opcode != 0:
-                    self._fail(1002, "new data frame before the fragmented message ended")
+                    self.fail(1002, "new data frame before the fragmented message ended")
                     return out
             else:
-                self._fail(1002, f"reserved opcode {opcode}")
+                self.fail(1002, f"reserved opcode {opcode}")
                 return out
             # Section 5.1: clients MUST mask, servers MUST NOT.
             if bool(masked) != self._expect_masked:
-                self._fail(1002, "unmasked frame" if self._expect_masked else "masked frame")
+                self.fail(1002, "unmasked frame" if self._expect_masked else "masked frame")
                 return out
             p = pos + 2
             if size == 126:
@@ -231,10 +248,10 @@ class FrameReader:
                 p += 8
                 if size >> 63:
                     # Section 5.2: the most significant bit MUST be 0.
-                    self._fail(1002, "frame length with the most significant bit set")
+                    self.fail(1002, "frame length with the most significant bit set")
                     return out
             if opcode < 0x8 and size > self._max_size - len(self._msg):
-                self._fail(1009, f"message larger than max_size ({self._max_size} bytes)")
+                self.fail(1009, f"message larger than max_size ({self._max_size} bytes)")
                 return out
             mask = bytes(data[p : p + 4]) if masked else None
             pos = p + (4 if masked else 0)
@@ -244,11 +261,14 @@ class FrameReader:
                 pos += size
                 if mask is not None:
                     payload = apply_mask(payload, mask)
-                if opcode == 0x1:
+                if compressed:
+                    self.attention = True
+                    out.append((opcode, payload))
+                elif opcode == 0x1:
                     try:
                         out.append(payload.decode("utf-8"))
                     except UnicodeDecodeError:
-                        self._fail(1007, "invalid UTF-8 in text message")
+                        self.fail(1007, "invalid UTF-8 in text message")
                         return out
                 elif opcode == 0x2:
                     out.append(payload)
@@ -271,6 +291,7 @@ class FrameReader:
                 self._control = bytearray()
             elif opcode != 0x0:
                 self._msg_opcode = opcode
+                self._msg_compressed = compressed
                 self._msg = bytearray()
                 self._utf8.reset()
         return out
@@ -295,9 +316,12 @@ class FrameReader:
             return True
         msg = bytes(self._msg)
         self._msg = bytearray()
-        if self._msg_opcode == 0x1:
+        if self._msg_compressed:
+            self.attention = True
+            out.append((self._msg_opcode, msg))
+        elif self._msg_opcode == 0x1:
             if not self._utf8.complete:
-                self._fail(1007, "text message ends inside a UTF-8 sequence")
+                self.fail(1007, "text message ends inside a UTF-8 sequence")
                 return False
             out.append(msg.decode("utf-8"))
         else:

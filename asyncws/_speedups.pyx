@@ -247,12 +247,17 @@ cdef class FrameReader:
     ``(close_code, reason)`` and nothing more is parsed; after a Close frame nothing more is parsed
     either (section 5.5.1). ``attention`` tells whether the last ``feed`` returned a tuple or
     stopped reading (Close or error): whether its result needs more than delivering messages.
+
+    With ``compressed`` (permessage-deflate negotiated, RFC 7692), RSV1 may mark the first frame
+    of a data message; such a message comes back, still compressed and unvalidated, as a tuple
+    ``(OP_TEXT or OP_BINARY, payload)`` for the caller to inflate.
     """
 
     cdef readonly object error
     cdef readonly bint closed
     cdef readonly bint attention
     cdef bint _expect_masked
+    cdef bint _rsv1_ok
     cdef unsigned long long _max_size
     # The start of a header split across two feeds.
     cdef unsigned char _hdr[14]
@@ -262,6 +267,7 @@ cdef class FrameReader:
     cdef int _opcode
     cdef bint _fin
     cdef bint _masked
+    cdef bint _compressed
     cdef unsigned char _mask[4]
     cdef unsigned long long _remaining
     cdef unsigned long long _offset
@@ -269,12 +275,15 @@ cdef class FrameReader:
     cdef Py_ssize_t _control_len
     # The message being assembled.
     cdef int _msg_opcode
+    cdef bint _msg_compressed
     cdef bytearray _msg
     cdef Py_ssize_t _msg_len
     cdef int _utf8
 
-    def __init__(self, bint expect_masked, max_size=None):
+    def __init__(self, bint expect_masked, max_size=None, bint compressed=False):
         self._expect_masked = expect_masked
+        self._rsv1_ok = compressed
+        self._msg_compressed = False
         self._max_size = _NO_LIMIT if max_size is None else <unsigned long long>max_size
         self.error = None
         self.closed = False
@@ -290,7 +299,8 @@ cdef class FrameReader:
     def max_size(self):
         return self._max_size
 
-    cdef int _fail(self, int code, str reason) except -1:
+    cpdef fail(self, int code, str reason):
+        """Stop reading: record ``(code, reason)`` as the error, as a violation would."""
         self.error = (code, reason)
         self.closed = True
         self.attention = True
@@ -341,10 +351,10 @@ cdef class FrameReader:
                     pos += take
                     self._offset += take
                     self._remaining -= take
-                    if self._opcode < 0x8 and self._msg_opcode == 0x1:
+                    if self._opcode < 0x8 and self._msg_opcode == 0x1 and not self._msg_compressed:
                         self._utf8 = _utf8_step(self._utf8, dst, take)
                         if self._utf8 < 0:
-                            self._fail(1007, "invalid UTF-8 in text message")
+                            self.fail(1007, "invalid UTF-8 in text message")
                             return 0
                 if self._remaining:
                     break
@@ -402,6 +412,7 @@ cdef class FrameReader:
                 self._control_len = 0
             elif opcode != 0x0:
                 self._msg_opcode = opcode
+                self._msg_compressed = self._compressed
                 self._msg = bytearray()
                 self._msg_len = 0
                 self._utf8 = 0
@@ -417,36 +428,40 @@ cdef class FrameReader:
         cdef unsigned long long size = b1 & 0x7F
         cdef Py_ssize_t p = 2
         cdef int i
+        self._compressed = False
         if b0 & 0x70:
-            # Section 5.2: RSV1-3 MUST be 0 unless an extension defines them.
-            self._fail(1002, "reserved bits set")
-            return False
+            # Section 5.2: RSV1-3 MUST be 0 unless an extension defines them; RFC 7692
+            # section 6 defines RSV1 on the first frame of a data message.
+            if b0 & 0x30 or not self._rsv1_ok or opcode == 0x0 or opcode >= 0x8:
+                self.fail(1002, "reserved bits set")
+                return False
+            self._compressed = True
         if opcode >= 0x8:
             if opcode > 0xA:
-                self._fail(1002, f"reserved opcode {opcode}")
+                self.fail(1002, f"reserved opcode {opcode}")
                 return False
             # Section 5.5: control frames MUST NOT be fragmented and carry <= 125 bytes.
             if not fin:
-                self._fail(1002, "fragmented control frame")
+                self.fail(1002, "fragmented control frame")
                 return False
             if size > 125:
-                self._fail(1002, "control frame payload over 125 bytes")
+                self.fail(1002, "control frame payload over 125 bytes")
                 return False
         elif opcode == 0x0:
             # Section 5.4: a continuation needs a message in progress.
             if self._msg_opcode == 0:
-                self._fail(1002, "continuation frame without a message to continue")
+                self.fail(1002, "continuation frame without a message to continue")
                 return False
         elif opcode <= 0x2:
             if self._msg_opcode != 0:
-                self._fail(1002, "new data frame before the fragmented message ended")
+                self.fail(1002, "new data frame before the fragmented message ended")
                 return False
         else:
-            self._fail(1002, f"reserved opcode {opcode}")
+            self.fail(1002, f"reserved opcode {opcode}")
             return False
         # Section 5.1: clients MUST mask, servers MUST NOT.
         if masked != self._expect_masked:
-            self._fail(1002, "unmasked frame" if self._expect_masked else "masked frame")
+            self.fail(1002, "unmasked frame" if self._expect_masked else "masked frame")
             return False
         if size == 126:
             size = (<unsigned long long>hp[2] << 8) | hp[3]
@@ -458,10 +473,10 @@ cdef class FrameReader:
             p = 10
             if size >> 63:
                 # Section 5.2: the most significant bit MUST be 0.
-                self._fail(1002, "frame length with the most significant bit set")
+                self.fail(1002, "frame length with the most significant bit set")
                 return False
         if opcode < 0x8 and size > self._max_size - <unsigned long long>self._msg_len:
-            self._fail(1009, f"message larger than max_size ({self._max_size} bytes)")
+            self.fail(1009, f"message larger than max_size ({self._max_size} bytes)")
             return False
         self._opcode = opcode
         self._fin = fin
@@ -477,7 +492,7 @@ cdef class FrameReader:
         cdef bytes payload
         cdef unsigned char tmp[STACK_TEXT]
         cdef const unsigned char* src = p
-        if opcode == 0x1:
+        if opcode == 0x1 and not self._compressed:
             if self._masked:
                 if size <= STACK_TEXT:
                     _xor_mask(tmp, p, size, self._mask, 0)
@@ -489,7 +504,7 @@ cdef class FrameReader:
             try:
                 out.append(PyUnicode_DecodeUTF8(<const char*>src, size, NULL))
             except UnicodeDecodeError:
-                self._fail(1007, "invalid UTF-8 in text message")
+                self.fail(1007, "invalid UTF-8 in text message")
                 return False
             return True
         payload = PyBytes_FromStringAndSize(NULL, size)
@@ -497,7 +512,7 @@ cdef class FrameReader:
             _xor_mask(<unsigned char*>PyBytes_AS_STRING(payload), p, size, self._mask, 0)
         else:
             memcpy(PyBytes_AS_STRING(payload), p, size)
-        if opcode == 0x2:
+        if opcode == 0x2 and not self._compressed:
             out.append(payload)
             return True
         self.attention = True
@@ -521,9 +536,12 @@ cdef class FrameReader:
         if not self._fin:
             return True
         data = PyByteArray_AS_STRING(self._msg)
-        if self._msg_opcode == 0x1:
+        if self._msg_compressed:
+            self.attention = True
+            out.append((self._msg_opcode, PyBytes_FromStringAndSize(data, self._msg_len)))
+        elif self._msg_opcode == 0x1:
             if self._utf8 != 0:
-                self._fail(1007, "text message ends inside a UTF-8 sequence")
+                self.fail(1007, "text message ends inside a UTF-8 sequence")
                 return False
             out.append(PyUnicode_DecodeUTF8(data, self._msg_len, NULL))
         else:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 from ._kernels import build_message
@@ -23,7 +24,7 @@ from .exceptions import ConnectionClosed
 from .handshake import Request, Response
 from .protocol import CLOSED, LARGE_PAYLOAD, OPEN, Data, Message, Outgoing, Protocol
 
-__all__ = ["Websocket"]
+__all__ = ["Websocket", "Settings", "broadcast"]
 
 logger = logging.getLogger("asyncws")
 
@@ -49,6 +50,7 @@ class Websocket(asyncio.Protocol):
     __slots__ = (
         "request",
         "response",
+        "subprotocol",
         "_transport",
         "_loop",
         "_core",
@@ -67,20 +69,28 @@ class Websocket(asyncio.Protocol):
         "_failure_deferred",
         "_reader",
         "_feed",
+        "_keepalive",
+        "_keepalive_payload",
+        "_settings",
     )
 
     def __init__(
         self,
         transport: asyncio.Transport,
         core: Protocol,
+        settings: Settings | None = None,
         *,
         request: Request | None = None,
         response: Response | None = None,
-        max_queue: int = 32,
-        close_timeout: float = 10.0,
+        subprotocol: str | None = None,
     ) -> None:
+        if settings is None:
+            settings = Settings()
         self.request = request
         self.response = response
+        #: The subprotocol both sides agreed on (``Sec-WebSocket-Protocol``), or None.
+        self.subprotocol = subprotocol
+        self._settings = settings
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._core = core
@@ -91,18 +101,25 @@ class Websocket(asyncio.Protocol):
         self._queue: deque[Message] = deque()
         self._waiter: asyncio.Future[Message | None] | None = None
         self._eof = False  # no message will be queued any more
-        self._max_queue = max(1, max_queue)
+        self._max_queue = max(1, settings.max_queue)
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._lost: asyncio.Future[None] = self._loop.create_future()
-        self._close_timeout = close_timeout
+        self._close_timeout = settings.close_timeout
         self._close_timer: asyncio.TimerHandle | None = None
         # Ping payload -> (waiter, time sent), created on the first ping.
         self._ping_waiters: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
         self._peer = transport.get_extra_info("peername")
         # A protocol violation waits behind messages the application has not read yet.
         self._failure_deferred = False
+        if settings.write_limit is not None:
+            transport.set_write_buffer_limits(high=settings.write_limit)
+        # Keepalive (ping_interval / ping_timeout): one timer, re-armed, never a task.
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._keepalive_payload: bytes | None = None
+        if settings.ping_interval is not None:
+            self._keepalive = self._loop.call_later(settings.ping_interval, self._keepalive_ping)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -164,12 +181,20 @@ class Websocket(asyncio.Protocol):
         """
         core = self._core
         transport = self._transport
-        if core.state == OPEN and len(data) < LARGE_PAYLOAD:
+        if core.send_fast and len(data) < LARGE_PAYLOAD:
             # The common case in one kernel call; build_message raises TypeError for a wrong
-            # type, like send_data, which handles the rest (closed, large, odd buffers).
-            frame: Outgoing = build_message(data, core.is_client)
+            # type, like send_data, which handles the rest (closed, large, compressed).
+            transport.write(build_message(data, core.is_client))
+        elif isinstance(data, (str, bytes, bytearray, memoryview)):
+            self._write(core.send_data(data))
         else:
-            frame = core.send_data(data)
+            await self._send_fragments(data)
+        if self._write_paused:
+            if flush or transport.get_write_buffer_size() > 4 * _high_water(transport):
+                await self._drain()
+
+    def _write(self, frame: Outgoing) -> None:
+        transport = self._transport
         if isinstance(frame, bytes):
             transport.write(frame)
         elif _VECTORED_WRITELINES:
@@ -178,9 +203,33 @@ class Websocket(asyncio.Protocol):
             header, payload = frame
             transport.write(header)
             transport.write(payload)
-        if self._write_paused:
-            if flush or transport.get_write_buffer_size() > 4 * _high_water(transport):
-                await self._drain()
+
+    async def _send_fragments(self, chunks: Iterable[Data] | AsyncIterable[Data]) -> None:
+        """Send an (async) iterable of str or bytes-like chunks as one fragmented message
+        (section 5.4); all chunks must be of the same kind."""
+        if not isinstance(chunks, (AsyncIterable, Iterable)):
+            raise TypeError(f"data must be str, bytes-like or an iterable of them, not {chunks!r}")
+        core = self._core
+        # One piece of lookahead, so that the last piece carries FIN (no empty closing frame).
+        pending: Data | None = None
+        first = True
+        try:
+            async for chunk in _aiter(chunks):
+                if pending is not None:
+                    self._write(core.send_fragment(pending, first, False))
+                    first = False
+                    if self._write_paused:
+                        await self._drain()
+                pending = chunk
+            if pending is not None:
+                self._write(core.send_fragment(pending, first, True))
+        except BaseException:
+            if not first and core.state == OPEN:
+                # Half a message is on the wire: nothing else can follow it (section 5.4).
+                core.fail(1011, "fragmented send interrupted")
+                self._transport.write(core.data_to_send())
+                self._closing_done()
+            raise
 
     async def close(self, status: int = 1000, reason: str = "") -> None:
         """Close with the closing handshake: send Close(status, reason), wait (at most the close
@@ -280,6 +329,9 @@ class Websocket(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
         if not self._lost.done():
             self._lost.set_result(None)
         for waiter in self._drain_waiters:
@@ -365,6 +417,8 @@ class Websocket(asyncio.Protocol):
 
     def _pongs_received(self) -> None:
         pongs = self._core.pongs
+        if self._keepalive_payload is not None and self._keepalive_payload in pongs:
+            self._keepalive_answered()
         waiters = self._ping_waiters
         if waiters:
             now = self._loop.time()
@@ -373,6 +427,114 @@ class Websocket(asyncio.Protocol):
                 if entry is not None and not entry[0].done():
                     entry[0].set_result(now - entry[1])
         pongs.clear()
+
+
+    # -- keepalive -----------------------------------------------------------------------------
+
+    def _keepalive_ping(self) -> None:
+        if self._core.state != OPEN:
+            return
+        payload = os.urandom(4)
+        self._keepalive_payload = payload
+        self._transport.write(self._core.send_ping(payload))
+        timeout = self._settings.ping_timeout
+        self._keepalive = (
+            self._loop.call_later(timeout, self._keepalive_expired) if timeout is not None else None
+        )
+
+    def _keepalive_answered(self) -> None:
+        self._keepalive_payload = None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        interval = self._settings.ping_interval
+        if interval is not None and self._core.state == OPEN:
+            self._keepalive = self._loop.call_later(interval, self._keepalive_ping)
+
+    def _keepalive_expired(self) -> None:
+        self._keepalive = None
+        core = self._core
+        if core.state == CLOSED:
+            return
+        logger.info("no pong from %s within ping_timeout; closing with 1011", self._peer)
+        core.fail(1011, "keepalive ping timeout")
+        if core.outgoing:
+            self._transport.write(core.data_to_send())
+        self._closing_done()
+
+
+class Settings:
+    """The per-connection limits and timers that ``connect`` and ``start_server`` share.
+
+    ``max_size``: largest message accepted (bytes; None: no limit). ``max_queue``: received
+    messages buffered before reading stops. ``write_limit``: the transport's write-buffer
+    high-water mark (None: asyncio's default, 64 KiB). ``close_timeout``: seconds the closing
+    handshake may take. ``ping_interval`` / ``ping_timeout``: send a Ping that often and fail
+    the connection with 1011 when its Pong does not come in time (None disables).
+    """
+
+    __slots__ = (
+        "max_size",
+        "max_queue",
+        "write_limit",
+        "close_timeout",
+        "ping_interval",
+        "ping_timeout",
+    )
+
+    def __init__(
+        self,
+        max_size: int | None = 2**20,
+        max_queue: int = 32,
+        write_limit: int | None = None,
+        close_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+    ) -> None:
+        if max_size is not None and max_size < 0:
+            raise ValueError("max_size must be positive or None")
+        self.max_size = max_size
+        self.max_queue = max_queue
+        self.write_limit = write_limit
+        self.close_timeout = close_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+
+
+def broadcast(connections: Iterable[Websocket], message: Data) -> int:
+    """Send ``message`` to every open connection in ``connections`` without waiting.
+
+    The frame is built once (for servers; clients mask each copy). A connection whose write
+    buffer is above its high-water mark (a slow reader) is skipped, so that one slow client
+    cannot stall the rest or make memory grow; a warning is logged for it. Returns the number
+    of connections the message was written to.
+    """
+    frame: Outgoing | None = None
+    sent = 0
+    for ws in connections:
+        core = ws._core
+        if core.state != OPEN:
+            continue
+        if ws._write_paused:
+            logger.warning("broadcast skipped %s: its write buffer is full", ws._peer)
+            continue
+        if core.is_client or core.deflate is not None:
+            out = core.send_data(message)
+        else:
+            if frame is None:
+                frame = core.send_data(message)
+            out = frame
+        ws._write(out)
+        sent += 1
+    return sent
+
+
+async def _aiter(chunks: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[Data]:
+    if isinstance(chunks, AsyncIterable):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk
 
 
 def _high_water(transport: Any) -> int:

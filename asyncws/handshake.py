@@ -13,7 +13,7 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Union
 
 from ._version import __version__
@@ -35,6 +35,8 @@ __all__ = [
     "build_error_response",
     "parse_response",
     "check_response",
+    "select_subprotocol",
+    "check_origin",
 ]
 
 # Section 1.3: the GUID concatenated with the key before hashing.
@@ -45,7 +47,10 @@ MAX_LINE = 8192
 MAX_HEAD = 16384
 MAX_HEADERS = 128
 
+# Default product tokens; connect(user_agent_header=...) and start_server(server_header=...)
+# change them, None removes them.
 USER_AGENT = f"asyncws/{__version__}"
+SERVER = USER_AGENT
 
 HeadersLike = Union[Mapping[str, str], Iterable[tuple[str, str]]]
 
@@ -251,7 +256,15 @@ def _format_headers(headers: Iterable[tuple[str, str]]) -> str:
 
 
 def build_request(
-    host: str, path: str, key: str, extra_headers: HeadersLike | None = None
+    host: str,
+    path: str,
+    key: str,
+    extra_headers: HeadersLike | None = None,
+    *,
+    user_agent: str | None = USER_AGENT,
+    origin: str | None = None,
+    subprotocols: Sequence[str] | None = None,
+    extensions: str | None = None,
 ) -> bytes:
     """The client's upgrade request (section 4.1)."""
     headers: list[tuple[str, str]] = [
@@ -260,8 +273,15 @@ def build_request(
         ("Connection", "Upgrade"),
         ("Sec-WebSocket-Key", key),
         ("Sec-WebSocket-Version", "13"),
-        ("User-Agent", USER_AGENT),
     ]
+    if origin is not None:
+        headers.append(("Origin", origin))
+    if subprotocols:
+        headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    if extensions:
+        headers.append(("Sec-WebSocket-Extensions", extensions))
+    if user_agent is not None:
+        headers.append(("User-Agent", user_agent))
     if extra_headers is not None:
         headers.extend(Headers(extra_headers).items())
     return f"GET {path} HTTP/1.1\r\n{_format_headers(headers)}\r\n".encode("latin-1")
@@ -322,24 +342,46 @@ def check_request(request: Request) -> str:
     return accept_key(key)
 
 
-def build_response(accept: str, extra_headers: HeadersLike | None = None) -> bytes:
+def build_response(
+    accept: str,
+    extra_headers: HeadersLike | None = None,
+    *,
+    server: str | None = SERVER,
+    subprotocol: str | None = None,
+    extensions: str | None = None,
+) -> bytes:
     """The server's 101 response (section 4.2.2)."""
     headers: list[tuple[str, str]] = [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
         ("Sec-WebSocket-Accept", accept),
     ]
+    if subprotocol is not None:
+        headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    if extensions:
+        headers.append(("Sec-WebSocket-Extensions", extensions))
+    if server is not None:
+        headers.append(("Server", server))
     if extra_headers is not None:
         headers.extend(Headers(extra_headers).items())
     return f"HTTP/1.1 101 Switching Protocols\r\n{_format_headers(headers)}\r\n".encode("latin-1")
 
 
 def build_error_response(
-    status: int, message: str, headers: list[tuple[str, str]] | None = None
+    status: int,
+    message: str,
+    headers: HeadersLike | None = None,
+    *,
+    server: str | None = SERVER,
+    body: bytes | None = None,
 ) -> bytes:
-    """A plain-text HTTP error answer that closes the connection."""
-    body = (message + "\n").encode("utf-8", "replace")
-    fields: list[tuple[str, str]] = list(headers or [])
+    """A plain-text HTTP error answer that closes the connection (``body`` replaces the
+    default text, which is ``message``)."""
+    if body is None:
+        body = (message + "\n").encode("utf-8", "replace")
+    fields: list[tuple[str, str]] = Headers(headers).items() if headers is not None else []
+    if server is not None:
+        fields.append(("Server", server))
     fields += [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
@@ -363,8 +405,16 @@ def parse_response(head: bytes) -> Response:
     return Response(int(code), reason, version, headers)
 
 
-def check_response(response: Response, key: str) -> None:
-    """Validate the server's answer to our request (section 4.1, the client's checks)."""
+def check_response(
+    response: Response,
+    key: str,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    extensions_offered: bool = False,
+) -> str | None:
+    """Validate the server's answer to our request (section 4.1, the client's checks); return
+    the subprotocol it selected. The extensions it selected, when we offered any, are for the
+    caller to check (``deflate.client_accept``)."""
     if response.status != 101:
         raise InvalidHandshake(
             f"server refused the upgrade: {response.status} {response.reason}", response.status
@@ -377,9 +427,34 @@ def check_response(response: Response, key: str) -> None:
     accepts = headers.get_all("Sec-WebSocket-Accept")
     if accepts != [accept_key(key)]:
         raise InvalidHandshake("wrong or missing Sec-WebSocket-Accept", 101)
-    # We offered no extension and no subprotocol, so the server may select none.
-    if headers.get_all("Sec-WebSocket-Extensions"):
+    if not extensions_offered and headers.get_all("Sec-WebSocket-Extensions"):
         raise InvalidHandshake("server selected an extension that was not offered", 101)
-    if headers.get_all("Sec-WebSocket-Protocol"):
-        raise InvalidHandshake("server selected a subprotocol that was not offered", 101)
+    selected = headers.get_all("Sec-WebSocket-Protocol")
+    if not selected:
+        return None
+    if len(selected) != 1 or not subprotocols or selected[0] not in subprotocols:
+        raise InvalidHandshake(f"server selected a subprotocol not offered: {selected}", 101)
+    return selected[0]
+
+
+def select_subprotocol(request: Request, supported: Sequence[str]) -> str | None:
+    """Section 4.2.2: the first of the server's ``supported`` subprotocols that the client
+    offered (the server's preference wins), or None."""
+    offered = [p.strip() for v in request.headers.get_all("Sec-WebSocket-Protocol")
+               for p in v.split(",") if p.strip()]
+    for protocol in supported:
+        if protocol in offered:
+            return protocol
+    return None
+
+
+def check_origin(request: Request, origins: Sequence[str | None]) -> None:
+    """Section 10.2: refuse (403) a request whose Origin is not in ``origins``; None in the
+    list admits requests without an Origin header (non-browser clients)."""
+    values = request.headers.get_all("Origin")
+    if len(values) > 1:
+        raise HandshakeError(400, "more than one Origin header")
+    origin = values[0] if values else None
+    if origin not in origins:
+        raise HandshakeError(403, f"origin {origin!r} is not allowed")
 

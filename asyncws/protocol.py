@@ -15,13 +15,16 @@ from __future__ import annotations
 from typing import Union
 
 from ._kernels import FrameReader, build_frame, build_header, build_message
+from .deflate import DeflateError, PerMessageDeflate
 from .exceptions import ConnectionClosed
 from .frames import (
     CLOSE_ABNORMAL,
     OP_BINARY,
     OP_CLOSE,
+    OP_CONT,
     OP_PING,
     OP_PONG,
+    OP_TEXT,
     CloseFrameError,
     build_close_payload,
     parse_close_payload,
@@ -60,11 +63,26 @@ class Protocol:
         "outgoing",
         "pongs",
         "reader",
+        "deflate",
+        "send_fast",
+        "_fragmenting",
     )
 
-    def __init__(self, is_client: bool, max_size: int | None = 2**20) -> None:
+    def __init__(
+        self,
+        is_client: bool,
+        max_size: int | None = 2**20,
+        deflate: PerMessageDeflate | None = None,
+    ) -> None:
         self.is_client = is_client
         self.state = OPEN
+        # permessage-deflate (RFC 7692) when negotiated.
+        self.deflate = deflate
+        # Whether a message may be framed directly (open, nothing to compress): the asyncio
+        # layer's one test before its fast path; cleared when the state leaves OPEN.
+        self.send_fast = deflate is None
+        # None, or whether the fragmented message being sent is text.
+        self._fragmenting: bool | None = None
         # What ended the connection: the peer's close code, ours when we failed it, 1006 when
         # the stream ended without a Close. None while open.
         self.close_code: int | None = None
@@ -82,7 +100,7 @@ class Protocol:
         self.outgoing: list[bytes] = []
         self.pongs: list[bytes] = []
         # Section 5.1: a server reads masked frames, a client unmasked ones.
-        self.reader = FrameReader(not is_client, max_size)
+        self.reader = FrameReader(not is_client, max_size, deflate is not None)
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -108,7 +126,13 @@ class Protocol:
                 messages.append(item)
                 continue
             opcode, payload = item
-            if opcode == OP_PING:
+            if opcode <= OP_BINARY:
+                # A compressed message (the reader only returns those as tuples).
+                msg = self._inflate(opcode, payload)
+                if msg is None:
+                    break  # failed: nothing after it is delivered
+                messages.append(msg)
+            elif opcode == OP_PING:
                 # Section 5.5.2: answer with a Pong carrying the same data, unless closing.
                 if self.state == OPEN:
                     self.outgoing.append(build_frame(OP_PONG, payload, self.is_client))
@@ -120,6 +144,18 @@ class Protocol:
         if error is not None and self.state != CLOSED and self.pending_failure is None:
             self.pending_failure = error
         return messages
+
+    def _inflate(self, opcode: int, payload: bytes) -> Message | None:
+        assert self.deflate is not None
+        try:
+            data = self.deflate.decompress(payload)
+            return data.decode("utf-8") if opcode == OP_TEXT else data
+        except DeflateError as exc:
+            code, reason = exc.code, exc.reason
+        except UnicodeDecodeError:
+            code, reason = 1007, "invalid UTF-8 in text message"
+        self.reader.fail(code, reason)
+        return None
 
     def _receive_close(self, payload: bytes) -> None:
         try:
@@ -136,12 +172,14 @@ class Protocol:
             self.outgoing.append(build_frame(OP_CLOSE, payload, self.is_client))
             self.close_sent = True
         self.state = CLOSED
+        self.send_fast = False
 
     def receive_eof(self) -> None:
         """The stream ended (TCP closed or lost)."""
         if self.close_code is None:
             self.close_code = CLOSE_ABNORMAL
         self.state = CLOSED
+        self.send_fast = False
 
     def fail(self, code: int, reason: str) -> None:
         """Fail the connection (section 7.1.7): send a Close with ``code`` unless one was sent."""
@@ -155,6 +193,7 @@ class Protocol:
             self.outgoing.append(build_frame(OP_CLOSE, payload, self.is_client))
             self.close_sent = True
         self.state = CLOSED
+        self.send_fast = False
 
     def fail_pending(self) -> None:
         """Fail the connection for the violation held in ``pending_failure``.
@@ -184,14 +223,56 @@ class Protocol:
         back as ``(header, payload)`` so that they are written without a copy."""
         if self.state != OPEN:
             raise self._closed_error()
+        if self._fragmenting is not None:
+            raise RuntimeError("a fragmented message is being sent on this connection")
         if type(data) is not str:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"data must be str or bytes-like, not {type(data).__name__}")
+            if self.deflate is not None:
+                return self._compressed_frame(OP_BINARY, bytes(data))
             if not self.is_client:
                 n = data.nbytes if isinstance(data, memoryview) else len(data)
                 if n >= LARGE_PAYLOAD:
                     return build_header(OP_BINARY, n), data
+        if self.deflate is not None and isinstance(data, str):
+            return self._compressed_frame(OP_TEXT, data.encode("utf-8"))
         return build_message(data, self.is_client)
+
+    def send_fragment(self, data: Data, first: bool, fin: bool) -> bytes:
+        """Frame one piece of a fragmented message (section 5.4): the first piece decides text
+        or binary, the others must be of the same kind; ``fin`` marks the last."""
+        if self.state != OPEN:
+            raise self._closed_error()
+        is_text = isinstance(data, str)
+        if first:
+            if self._fragmenting is not None:
+                raise RuntimeError("a fragmented message is being sent on this connection")
+            opcode = OP_TEXT if is_text else OP_BINARY
+            self._fragmenting = is_text
+            self.send_fast = False
+        else:
+            if is_text is not self._fragmenting:
+                raise TypeError("the pieces of a fragmented message must all be str or bytes")
+            opcode = OP_CONT
+        if isinstance(data, str):
+            payload = data.encode("utf-8")
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            payload = bytes(data)
+        else:
+            raise TypeError(f"a fragment must be str or bytes-like, not {type(data).__name__}")
+        if self.deflate is not None:
+            payload = self.deflate.compress(payload, final=fin)
+            if first:
+                opcode |= 0x40  # RSV1 on the first frame only (RFC 7692 section 6.1)
+        if fin:
+            self._fragmenting = None
+            self.send_fast = self.deflate is None
+        return build_frame(opcode, payload, self.is_client, fin)
+
+    def _compressed_frame(self, opcode: int, data: bytes) -> bytes:
+        assert self.deflate is not None
+        # RFC 7692 section 6: RSV1 (0x40 in the first header byte) marks a compressed message.
+        return build_frame(opcode | 0x40, self.deflate.compress(data), self.is_client)
 
     def send_ping(self, data: bytes = b"") -> bytes:
         if self.state != OPEN:
@@ -214,6 +295,7 @@ class Protocol:
             raise self._closed_error()
         self.close_sent = True
         self.state = CLOSING
+        self.send_fast = False
         return build_frame(OP_CLOSE, payload, self.is_client)
 
 
