@@ -59,6 +59,16 @@ def scaled(ci: int, stress: int) -> int:
     return stress * STRESS if STRESS else ci
 
 
+def load_fuzz(name: str) -> Any:
+    """Import ``fuzz/<name>.py`` (the fuzz targets and their shared ``_common``)."""
+    import importlib
+
+    fuzz_dir = os.path.join(ROOT, "fuzz")
+    if fuzz_dir not in sys.path:
+        sys.path.insert(0, fuzz_dir)
+    return importlib.import_module(name)
+
+
 # -- file descriptors --------------------------------------------------------------------------
 
 

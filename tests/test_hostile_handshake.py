@@ -14,6 +14,8 @@ import logging
 import socket
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import asyncws
 from asyncws.handshake import MAX_HEAD
@@ -364,3 +366,31 @@ def test_client_server_hangs_up(caplog):
     exc = client_error(handle, open_timeout=5)
     assert isinstance(exc, asyncws.InvalidHandshake)
     no_errors(caplog)
+
+
+# -- a bounded run of the handshake fuzz target -------------------------------------------------
+
+fuzz_handshake = _raw.load_fuzz("fuzz_handshake")
+
+
+@settings(
+    max_examples=_raw.scaled(300, 20000),
+    deadline=None,
+    derandomize=not _raw.STRESS,
+    suppress_health_check=list(HealthCheck),
+)
+@given(st.binary(max_size=2048))
+def test_fuzz_handshake_short_run(data):
+    fuzz_handshake.one_input(data)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"HTTP/1.1 1\xb21 Up\r\n\r\n", b"HTTP/1.1 \xb9\xb2\xb3 x\r\n\r\n", b"HTTP/1.1 +01 x\r\n\r\n"],
+)
+def test_parse_response_refuses_non_ascii_digits(head):
+    """Regression (found by these tests, fixed in 26272fa): InvalidHandshake, not ValueError."""
+    from asyncws.handshake import parse_response
+
+    with pytest.raises(asyncws.InvalidHandshake):
+        parse_response(head)
