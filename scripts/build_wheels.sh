@@ -13,6 +13,7 @@
 #      checks that `import asyncws` resolves to that venv with
 #      asyncws.HAS_SPEEDUPS True, and runs the test suite from a temporary
 #      directory (a copy of tests/ and pyproject.toml; never the source tree).
+#      Only wheels that pass are copied to dist/ (the others stay in build/wheel-work/).
 #
 # Prints one line per wheel, "PASS <wheel>" or "FAIL <wheel or version>: <step>",
 # and exits non-zero if anything failed.  Logs: build/wheel-logs/.
@@ -153,8 +154,6 @@ build_and_test() {  # build_and_test 3.X -> prints the PASS/FAIL line, returns 0
         echo "FAIL $(basename "$whl"): auditwheel produced no manylinux wheel"; return 1
     fi
     auditwheel show "$repaired" >>"$logf" 2>&1
-    cp "$repaired" "$DIST/"
-    repaired="$DIST/$(basename "$repaired")"
     local name
     name="$(basename "$repaired")"
 
@@ -194,6 +193,7 @@ EOF
         tail -n 15 "$logf" | sed 's/^/    /'
         return 1
     fi
+    cp "$repaired" "$DIST/"   # only wheels that passed land in dist/
     echo "PASS $name ($(tail -n 1 "$logf" | sed 's/^=* *//; s/ *=*$//'))"
     rm -rf "$tmpdir"
     return 0
