@@ -44,8 +44,9 @@ An interactive WebSocket client: connects to URL, sends each line read from stdi
 message and prints each message received, prefixed with "< " (binary messages as their size and
 the hex of their first 32 bytes). At the end of input (Ctrl-D; Ctrl-Z then Enter on Windows) it
 waits briefly for replies (a ping round trip, then until the connection is quiet for 0.2 s, 2 s
-at most) and closes the connection with code 1000; Ctrl-C closes it at once. Exits 0 once the
-connection is closed, by either side; 1 when the connection or the handshake fails.
+at most) and closes the connection with code 1000; Ctrl-C closes it at once (a second Ctrl-C
+drops it). Exits 0 once the connection is closed, by either side; 1 when the connection or the
+handshake fails.
 
 To run an echo server instead, see: python -m asyncws serve --help"""
 
@@ -60,7 +61,8 @@ examples:
 SERVE_DESCRIPTION = """\
 Run a WebSocket echo server on HOST:PORT: every message received is sent back unchanged. Prints
 "Serving on ws://HOST:PORT" (with the port actually bound, so PORT may be 0) and runs until
-SIGINT (Ctrl-C) or SIGTERM, then closes its connections with 1001 and exits 0."""
+SIGINT (Ctrl-C) or SIGTERM, then closes its connections with 1001 (a second signal drops them)
+and exits 0."""
 
 SERVE_EPILOG = """\
 examples:
@@ -368,14 +370,20 @@ async def _client(options: argparse.Namespace) -> int:
         target=_read_stdin, args=(loop, lines), name="asyncws-stdin", daemon=True
     ).start()
     stop = asyncio.Event()
-    restore = _on_stop_signals(stop.set)
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second Ctrl-C: don't wait for the closing handshake
+            ws.writer.abort()
+        stop.set()
+
+    restore = _on_stop_signals(on_signal)
     activity = asyncio.Event()
     incoming = asyncio.ensure_future(_print_incoming(ws, activity))
     outgoing = asyncio.ensure_future(_send_lines(ws, lines))
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({incoming, outgoing, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if outgoing.done() and not incoming.done():  # end of input
+        if outgoing.done() and not incoming.done() and ws.open:  # end of input
             lingering = asyncio.ensure_future(_linger(ws, activity))
             await asyncio.wait({lingering, incoming, stopped}, return_when=asyncio.FIRST_COMPLETED)
             lingering.cancel()
@@ -432,7 +440,14 @@ async def _serve(options: argparse.Namespace) -> int:
         return 1
 
     stop = asyncio.Event()
-    restore = _on_stop_signals(stop.set)
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second Ctrl-C: drop the connections still closing
+            for ws in list(active):
+                ws.writer.abort()
+        stop.set()
+
+    restore = _on_stop_signals(on_signal)
     try:
         port = server.sockets[0].getsockname()[1]
         host = f"[{options.host}]" if ":" in options.host else options.host
