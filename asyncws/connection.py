@@ -32,6 +32,11 @@ logger = logging.getLogger("asyncws")
 # joins its buffers, which is the copy a separate header write avoids.
 _VECTORED_WRITELINES = sys.version_info >= (3, 12)
 
+# Reasons reading is paused (bits of Websocket._read_pauses).
+_PAUSE_QUEUE = 1  # max_queue messages wait for recv()
+_PAUSE_WRITE = 2  # our replies to the peer (Pongs) wait in a full write buffer
+_PAUSE_FAILURE = 4  # a violation waits behind messages not yet read
+
 
 class Websocket(asyncio.Protocol):
     """An open WebSocket connection (client or server side).
@@ -58,7 +63,7 @@ class Websocket(asyncio.Protocol):
         "_waiter",
         "_eof",
         "_max_queue",
-        "_reading_paused",
+        "_read_pauses",
         "_write_paused",
         "_drain_waiters",
         "_lost",
@@ -102,7 +107,8 @@ class Websocket(asyncio.Protocol):
         self._waiter: asyncio.Future[Message | None] | None = None
         self._eof = False  # no message will be queued any more
         self._max_queue = max(1, settings.max_queue)
-        self._reading_paused = False
+        # Why reading is paused: a set of _PAUSE_* bits; the transport reads when it is 0.
+        self._read_pauses = 0
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._lost: asyncio.Future[None] = self._loop.create_future()
@@ -153,9 +159,8 @@ class Websocket(asyncio.Protocol):
         queue = self._queue
         if queue:
             msg = queue.popleft()
-            if self._reading_paused and len(queue) <= self._max_queue >> 1:
-                self._reading_paused = False
-                self._transport.resume_reading()
+            if self._read_pauses and len(queue) <= self._max_queue >> 1:
+                self._resume_reading(_PAUSE_QUEUE)
             return msg
         if self._eof:
             return None
@@ -293,10 +298,20 @@ class Websocket(asyncio.Protocol):
     def _enqueue(self, msgs: list[Message]) -> None:
         queue = self._queue
         queue.extend(msgs)
-        if len(queue) >= self._max_queue and not self._reading_paused:
+        if len(queue) >= self._max_queue:
             # Section 10.4's concern: stop reading rather than buffer without bound.
-            self._reading_paused = True
+            self._pause_reading(_PAUSE_QUEUE)
+
+    def _pause_reading(self, reason: int) -> None:
+        if not self._read_pauses:
             self._transport.pause_reading()
+        self._read_pauses |= reason
+
+    def _resume_reading(self, reason: int) -> None:
+        if self._read_pauses & reason:
+            self._read_pauses &= ~reason
+            if not self._read_pauses and not self._transport.is_closing():
+                self._transport.resume_reading()
 
     def _handle_events(self, delivered: bool) -> None:
         """What receive_data produced besides messages: replies, pongs, failure, closing."""
@@ -304,6 +319,10 @@ class Websocket(asyncio.Protocol):
         core.attention = False
         if core.outgoing:
             self._transport.write(core.data_to_send())
+            if self._write_paused:
+                # The peer makes us write (Pongs) faster than it reads: stop reading it until
+                # our write buffer drains, or a Ping flood would grow memory without bound.
+                self._pause_reading(_PAUSE_WRITE)
         if core.pongs:
             self._pongs_received()
         if core.pending_failure is not None and not self._failure_deferred:
@@ -311,7 +330,7 @@ class Websocket(asyncio.Protocol):
                 # Let the application read (and answer) what came before the violation; its
                 # next recv() fails the connection, or the close timeout does.
                 self._failure_deferred = True
-                self._transport.pause_reading()
+                self._pause_reading(_PAUSE_FAILURE)
                 self._close_timer = self._loop.call_later(self._close_timeout, self._fail_now)
             else:
                 self._fail_now()
@@ -348,6 +367,7 @@ class Websocket(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._resume_reading(_PAUSE_WRITE)
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -370,11 +390,10 @@ class Websocket(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
-        if self._failure_deferred or self._reading_paused:
-            # Reading was paused to hold the violation (or by max_queue); resume it to see the
-            # peer's Close reply and the end of the stream: the reader now ignores any data.
-            self._failure_deferred = self._reading_paused = False
-            self._transport.resume_reading()
+        self._failure_deferred = False
+        # Read again (whatever paused it) to see the peer's Close reply and the end of the
+        # stream: the reader ignores any data after a failure, so nothing accumulates.
+        self._resume_reading(_PAUSE_QUEUE | _PAUSE_WRITE | _PAUSE_FAILURE)
         core = self._core
         core.fail_pending()
         if core.outgoing:

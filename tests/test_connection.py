@@ -334,3 +334,61 @@ def test_message_before_a_protocol_violation_is_read_and_answered_first() -> Non
             writer.close()
 
     run(main())
+
+
+def test_fragmented_send_from_iterables() -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        for part in (b"async ", b"", b"chunks"):
+            await asyncio.sleep(0)
+            yield part
+
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            await ws.send(["one ", "two ", "three"])
+            assert await ws.recv() == "one two three"
+            await ws.send(chunks())
+            assert await ws.recv() == b"async chunks"
+            await ws.send([b"single"])
+            assert await ws.recv() == b"single"
+            with pytest.raises(TypeError):
+                await ws.send(["text", b"bytes"])  # mixed kinds: the connection is failed
+            assert await ws.recv() is None
+            assert ws.close_code == 1011
+            with pytest.raises(TypeError):
+                await (await asyncws.connect(server.url())).send(12345)  # type: ignore[arg-type]
+
+    run(main())
+
+
+def test_keepalive_pings_and_timeout() -> None:
+    async def main() -> None:
+        async with Server(ping_interval=0.05, ping_timeout=1) as server:
+            # A responsive peer: pings come and are answered; the connection stays up.
+            ws = await asyncws.connect(server.url(), ping_interval=None)
+            await asyncio.sleep(0.3)
+            await ws.send("still here")
+            assert await ws.recv() == "still here"
+            await ws.close()
+            assert ws.close_code == 1000
+
+        # A peer that never answers pings: the server fails the connection with 1011.
+        from asyncws.handshake import accept_key, build_request, generate_key
+
+        async with Server(ping_interval=0.05, ping_timeout=0.1) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            key = generate_key()
+            writer.write(build_request(f"127.0.0.1:{server.port}", "/", key))
+            assert accept_key(key).encode() in await reader.readuntil(b"\r\n\r\n")
+            received = b""
+            while True:
+                data = await reader.read(4096)
+                if not data:
+                    break
+                received += data
+            assert received.startswith(b"\x89\x04")  # a 4-byte keepalive ping
+            close_at = received.index(b"\x88")
+            assert received[close_at + 2 : close_at + 4] == (1011).to_bytes(2, "big")
+            writer.close()
+
+    run(main())

@@ -93,13 +93,6 @@ def test_client_never_reads(flush):
     _raw.run(main(), timeout=120)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: connection.py Websocket.data_received writes the Pong for every Ping straight "
-    "to the transport and pause_writing() only sets a flag: reading never stops while the "
-    "write buffer is over its high-water mark, so a client that pings without reading makes "
-    "the server buffer Pongs without bound (~42 MiB of RSS for 50 MiB of Pings)",
-)
 def test_ping_flood_without_reading():
     """A client floods Pings and never reads: the Pongs must not pile up in the server's
     write buffer without bound (the server has to stop reading while it cannot write)."""
