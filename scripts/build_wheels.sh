@@ -12,7 +12,7 @@
 #   3. installs each repaired wheel with the `test` extra into a fresh venv,
 #      checks that `import asyncws` resolves to that venv with
 #      asyncws.HAS_SPEEDUPS True, and runs the test suite from a temporary
-#      directory (a copy of tests/ and pyproject.toml; never the source tree).
+#      directory (a copy of tests/, fuzz/ and pyproject.toml; never the source tree).
 #      Only wheels that pass are copied to dist/ (the others stay in build/wheel-work/).
 #
 # Prints one line per wheel, "PASS <wheel>" or "FAIL <wheel or version>: <step>",
@@ -105,6 +105,8 @@ failures=$((1 - sdist_ok))
 TESTS_SRC="$WORK/tests-src"
 mkdir -p "$TESTS_SRC"
 cp -R "$SRC/tests" "$SRC/pyproject.toml" "$TESTS_SRC/"
+# tests/_raw.py imports the fuzz targets from <root>/fuzz.
+[ -d "$SRC/fuzz" ] && cp -R "$SRC/fuzz" "$TESTS_SRC/"
 
 # ------------------------------------------------------------- 2.+3. the wheels
 newest_python() {  # newest_python 3.X -> path of the newest pyenv 3.X.<patch> interpreter
