@@ -186,9 +186,10 @@ class Websocket(asyncio.Protocol):
         """
         core = self._core
         transport = self._transport
-        if core.send_fast and len(data) < LARGE_PAYLOAD:
-            # The common case in one kernel call; build_message raises TypeError for a wrong
-            # type, like send_data, which handles the rest (closed, large, compressed).
+        kind = type(data)
+        if (kind is bytes or kind is str) and core.send_fast and len(data) < LARGE_PAYLOAD:
+            # The common case in one kernel call; send_data handles the rest (closed, large,
+            # compressed, other buffers).
             transport.write(build_message(data, core.is_client))
         elif isinstance(data, (str, bytes, bytearray, memoryview)):
             self._write(core.send_data(data))
