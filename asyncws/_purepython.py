@@ -152,11 +152,15 @@ class FrameReader:
         self.attention = True
         self._msg = bytearray()
 
-    def feed(self, data: Buffer) -> list[Item]:
+    def feed(self, data: Buffer, nbytes: int = -1) -> list[Item]:
+        """Parse ``data`` (its first ``nbytes`` bytes when given: a reusable read buffer needs
+        no slicing) and return the items it completes. Nothing of ``data`` is kept."""
         out: list[Item] = []
         self.attention = False
         if self.closed:
             return out
+        if nbytes >= 0:
+            data = memoryview(data)[:nbytes]
         if self._pending:
             data = self._pending + bytes(data)
             self._pending = b""

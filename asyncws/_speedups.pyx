@@ -308,18 +308,27 @@ cdef class FrameReader:
         self._msg_len = 0
         return 0
 
-    def feed(self, data):
+    def feed(self, data, Py_ssize_t nbytes=-1):
+        """Parse ``data`` (its first ``nbytes`` bytes when given: a reusable read buffer needs
+        no slicing) and return the items it completes. Nothing of ``data`` is kept."""
         cdef Py_buffer view
         cdef list out = []
+        cdef Py_ssize_t n
         self.attention = False
         if self.closed:
             return out
         if PyBytes_CheckExact(data):
-            self._feed(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out)
+            n = PyBytes_GET_SIZE(data)
+            if 0 <= nbytes < n:
+                n = nbytes
+            self._feed(<const unsigned char*>PyBytes_AS_STRING(data), n, out)
         else:
             PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
             try:
-                self._feed(<const unsigned char*>view.buf, view.len, out)
+                n = view.len
+                if 0 <= nbytes < n:
+                    n = nbytes
+                self._feed(<const unsigned char*>view.buf, n, out)
             finally:
                 PyBuffer_Release(&view)
         return out

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import sys
+import threading
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
@@ -38,7 +39,7 @@ _PAUSE_WRITE = 2  # our replies to the peer (Pongs) wait in a full write buffer
 _PAUSE_FAILURE = 4  # a violation waits behind messages not yet read
 
 
-class Websocket(asyncio.Protocol):
+class Websocket(asyncio.BufferedProtocol):
     """An open WebSocket connection (client or server side).
 
     ``recv()`` returns the next whole message: ``str`` for text, ``bytes`` for binary, and None
@@ -48,8 +49,8 @@ class Websocket(asyncio.Protocol):
     without a handshake), ``request`` the server's view of the upgrade request and ``response``
     the client's view of the server's answer.
 
-    The ``data_received``/``connection_lost``/``pause_writing`` methods are the
-    ``asyncio.Protocol`` interface the transport calls; applications do not call them.
+    The ``get_buffer``/``buffer_updated``/``connection_lost``/``pause_writing`` methods are the
+    ``asyncio.BufferedProtocol`` interface the transport calls; applications do not call them.
     """
 
     __slots__ = (
@@ -77,6 +78,7 @@ class Websocket(asyncio.Protocol):
         "_keepalive",
         "_keepalive_payload",
         "_settings",
+        "_rbuf",
     )
 
     def __init__(
@@ -103,6 +105,7 @@ class Websocket(asyncio.Protocol):
         # chunk) and involves the protocol only when the reader flags ``attention``.
         self._reader = core.reader
         self._feed = core.reader.feed
+        self._rbuf = _read_buffer()
         self._queue: deque[Message] = deque()
         self._waiter: asyncio.Future[Message | None] | None = None
         self._eof = False  # no message will be queued any more
@@ -277,9 +280,24 @@ class Websocket(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Every connection of this thread reads into the same buffer: buffer_updated parses it
+        # at once and keeps nothing of it, so an idle connection costs no buffer at all, and a
+        # read costs no allocation (a plain Protocol gets a new bytes object each time).
+        return self._rbuf
+
     def data_received(self, data: bytes) -> None:
+        """Feed bytes that did not arrive through ``get_buffer`` (what followed the handshake)."""
+        view = memoryview(data)
+        size = len(self._rbuf)
+        for start in range(0, len(view), size):
+            piece = view[start : start + size]
+            self._rbuf[: len(piece)] = piece
+            self.buffer_updated(len(piece))
+
+    def buffer_updated(self, nbytes: int) -> None:
         # Without attention the reader returned messages only (no control tuples).
-        msgs: list[Message] = self._feed(data)  # type: ignore[assignment]
+        msgs: list[Message] = self._feed(self._rbuf, nbytes)  # type: ignore[assignment]
         attention = self._reader.attention
         if attention:
             msgs = self._core.process(msgs)
@@ -555,6 +573,18 @@ async def _aiter(chunks: Iterable[Data] | AsyncIterable[Data]) -> AsyncIterator[
     else:
         for chunk in chunks:
             yield chunk
+
+
+_READ_BUFFER_SIZE = 262144  # asyncio's own largest read
+_thread_state = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """This thread's read buffer, shared by its connections (see ``Websocket.get_buffer``)."""
+    buf: memoryview | None = getattr(_thread_state, "read_buffer", None)
+    if buf is None:
+        buf = _thread_state.read_buffer = memoryview(bytearray(_READ_BUFFER_SIZE))
+    return buf
 
 
 def _high_water(transport: Any) -> int:
