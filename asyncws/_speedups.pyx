@@ -141,49 +141,83 @@ def apply_mask_inplace(buf, mask, Py_ssize_t offset=0):
 cdef inline int _utf8_step(int state, const unsigned char* p, Py_ssize_t n) noexcept nogil:
     """Validate n more bytes; return the new state, or -1 at the first impossible byte."""
     cdef Py_ssize_t i = 0
-    cdef unsigned int c
+    cdef unsigned int c, c1
     cdef int rem = state & 0xFF
     cdef unsigned int lo = (state >> 8) & 0xFF
     cdef unsigned int hi = (state >> 16) & 0xFF
     cdef uint64_t w
-    while i < n:
-        if rem == 0:
-            # ASCII fast path: 8 bytes per step while no byte has its top bit set.
+    # 1. Finish a sequence left open by the previous piece.
+    while rem and i < n:
+        c = p[i]
+        if c < lo or c > hi:
+            return -1
+        i += 1
+        rem -= 1
+        lo = 0x80
+        hi = 0xBF
+    if rem:
+        return rem | (lo << 8) | (hi << 16)
+    # 2. Whole sequences while at least 4 bytes remain: no state to carry, few branches.
+    while i + 4 <= n:
+        c = p[i]
+        if c < 0x80:
+            # ASCII: skip the run 8 bytes per step while no byte has its top bit set.
+            i += 1
             while i + 8 <= n:
                 memcpy(&w, p + i, 8)
                 if w & 0x8080808080808080ULL:
                     break
                 i += 8
-            if i >= n:
-                break
-            c = p[i]
-            i += 1
-            if c < 0x80:
-                continue
-            if c < 0xC2:
+            continue
+        c1 = p[i + 1]
+        if c < 0xE0:
+            if c < 0xC2 or (c1 & 0xC0) != 0x80:
                 return -1
-            if c < 0xE0:
-                rem = 1
-                lo = 0x80
-                hi = 0xBF
-            elif c < 0xF0:
-                rem = 2
-                lo = 0xA0 if c == 0xE0 else 0x80
-                hi = 0x9F if c == 0xED else 0xBF
-            elif c < 0xF5:
-                rem = 3
-                lo = 0x90 if c == 0xF0 else 0x80
-                hi = 0x8F if c == 0xF4 else 0xBF
-            else:
+            i += 2
+        elif c < 0xF0:
+            # RFC 3629: E0 needs A0..BF next (no overlongs), ED needs 80..9F (no surrogates).
+            lo = 0xA0 if c == 0xE0 else 0x80
+            hi = 0x9F if c == 0xED else 0xBF
+            if c1 < lo or c1 > hi or (p[i + 2] & 0xC0) != 0x80:
                 return -1
+            i += 3
+        elif c < 0xF5:
+            # F0 needs 90..BF next (no overlongs), F4 needs 80..8F (nothing above U+10FFFF).
+            lo = 0x90 if c == 0xF0 else 0x80
+            hi = 0x8F if c == 0xF4 else 0xBF
+            if c1 < lo or c1 > hi or (p[i + 2] & 0xC0) != 0x80 or (p[i + 3] & 0xC0) != 0x80:
+                return -1
+            i += 4
         else:
-            c = p[i]
-            i += 1
+            return -1
+    # 3. The last few bytes, byte by byte, possibly ending inside a sequence.
+    lo = 0x80
+    hi = 0xBF
+    while i < n:
+        c = p[i]
+        i += 1
+        if rem:
             if c < lo or c > hi:
                 return -1
             rem -= 1
             lo = 0x80
             hi = 0xBF
+        elif c < 0x80:
+            continue
+        elif c < 0xC2:
+            return -1
+        elif c < 0xE0:
+            rem = 1
+        elif c < 0xF0:
+            rem = 2
+            lo = 0xA0 if c == 0xE0 else 0x80
+            hi = 0x9F if c == 0xED else 0xBF
+        elif c < 0xF5:
+            rem = 3
+            lo = 0x90 if c == 0xF0 else 0x80
+            hi = 0x8F if c == 0xF4 else 0xBF
+        else:
+            return -1
     if rem == 0:
         return 0
     return rem | (lo << 8) | (hi << 16)
