@@ -97,6 +97,15 @@ def apply_mask(data, mask):
     cdef Py_buffer dview, mview
     cdef const unsigned char* key
     cdef unsigned char* dst
+    cdef Py_ssize_t n
+    if PyBytes_CheckExact(data) and PyBytes_CheckExact(mask) and PyBytes_GET_SIZE(mask) == 4:
+        # The common call, without the buffer protocol's bookkeeping (it dominates small sizes).
+        n = PyBytes_GET_SIZE(data)
+        result = PyBytes_FromStringAndSize(NULL, n)
+        _xor_mask(<unsigned char*>PyBytes_AS_STRING(result),
+                  <const unsigned char*>PyBytes_AS_STRING(data), n,
+                  <const unsigned char*>PyBytes_AS_STRING(mask), 0)
+        return result
     _check_mask(&key, mask, &mview)
     try:
         PyObject_GetBuffer(data, &dview, PyBUF_SIMPLE)
