@@ -320,6 +320,8 @@ cdef class FrameReader:
     cdef int _msg_opcode
     cdef bint _msg_compressed
     cdef bytearray _msg
+    # An unfragmented message arriving in pieces goes straight into its final bytes object.
+    cdef bytes _whole
     cdef Py_ssize_t _msg_len
     cdef int _utf8
 
@@ -335,6 +337,7 @@ cdef class FrameReader:
         self._in_payload = False
         self._msg_opcode = 0
         self._msg = None
+        self._whole = None
         self._msg_len = 0
         self._utf8 = 0
 
@@ -348,6 +351,7 @@ cdef class FrameReader:
         self.closed = True
         self.attention = True
         self._msg = None
+        self._whole = None
         self._msg_len = 0
         return 0
 
@@ -393,8 +397,11 @@ cdef class FrameReader:
                         dst = self._control + self._control_len
                         self._control_len += take
                     else:
-                        PyByteArray_Resize(self._msg, self._msg_len + take)
-                        dst = <unsigned char*>PyByteArray_AS_STRING(self._msg) + self._msg_len
+                        if self._whole is not None:
+                            dst = <unsigned char*>PyBytes_AS_STRING(self._whole) + self._msg_len
+                        else:
+                            PyByteArray_Resize(self._msg, self._msg_len + take)
+                            dst = <unsigned char*>PyByteArray_AS_STRING(self._msg) + self._msg_len
                         self._msg_len += take
                     if self._masked:
                         _xor_mask(dst, buf + pos, take, self._mask, <Py_ssize_t>(self._offset & 3))
@@ -465,9 +472,14 @@ cdef class FrameReader:
             elif opcode != 0x0:
                 self._msg_opcode = opcode
                 self._msg_compressed = self._compressed
-                self._msg = bytearray()
                 self._msg_len = 0
                 self._utf8 = 0
+                if self._fin:
+                    # Its size is known (and within max_size): fill the bytes object the
+                    # application will get, so that a large message is copied once, not twice.
+                    self._whole = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+                else:
+                    self._msg = bytearray()
         return 0
 
     cdef bint _parse_header(self, const unsigned char* hp) except -1:
@@ -587,18 +599,26 @@ cdef class FrameReader:
             return True
         if not self._fin:
             return True
-        data = PyByteArray_AS_STRING(self._msg)
+        cdef bytes whole = self._whole
+        if whole is not None:
+            self._whole = None
+            data = PyBytes_AS_STRING(whole)
+        else:
+            data = PyByteArray_AS_STRING(self._msg)
+            self._msg = None
         if self._msg_compressed:
             self.attention = True
-            out.append((self._msg_opcode, PyBytes_FromStringAndSize(data, self._msg_len)))
+            out.append((self._msg_opcode, whole if whole is not None
+                        else PyBytes_FromStringAndSize(data, self._msg_len)))
         elif self._msg_opcode == 0x1:
             if self._utf8 != 0:
                 self.fail(1007, "text message ends inside a UTF-8 sequence")
                 return False
             out.append(PyUnicode_DecodeUTF8(data, self._msg_len, NULL))
+        elif whole is not None:
+            out.append(whole)
         else:
             out.append(PyBytes_FromStringAndSize(data, self._msg_len))
-        self._msg = None
         self._msg_len = 0
         self._msg_opcode = 0
         return True
