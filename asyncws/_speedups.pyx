@@ -43,6 +43,7 @@ cdef unsigned long long _NO_LIMIT = (1ULL << 63) - 1
 # Text frames up to this size are unmasked on the stack before decoding, saving an allocation.
 cdef enum:
     STACK_TEXT = 2048
+    PREALLOCATE_MAX = 16 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,9 +475,11 @@ cdef class FrameReader:
                 self._msg_compressed = self._compressed
                 self._msg_len = 0
                 self._utf8 = 0
-                if self._fin:
+                if self._fin and size <= PREALLOCATE_MAX:
                     # Its size is known (and within max_size): fill the bytes object the
                     # application will get, so that a large message is copied once, not twice.
+                    # Past PREALLOCATE_MAX (only without a max_size) the buffer grows as the
+                    # data arrives, so that a header's claim alone allocates nothing.
                     self._whole = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
                 else:
                     self._msg = bytearray()
@@ -599,13 +602,15 @@ cdef class FrameReader:
             return True
         if not self._fin:
             return True
+        # Local references keep the buffers alive while ``data`` points into them.
         cdef bytes whole = self._whole
+        cdef bytearray pieces = self._msg
+        self._whole = None
+        self._msg = None
         if whole is not None:
-            self._whole = None
             data = PyBytes_AS_STRING(whole)
         else:
-            data = PyByteArray_AS_STRING(self._msg)
-            self._msg = None
+            data = PyByteArray_AS_STRING(pieces)
         if self._msg_compressed:
             self.attention = True
             out.append((self._msg_opcode, whole if whole is not None

@@ -3,7 +3,6 @@ against both backends, plus the backend selection itself."""
 
 from __future__ import annotations
 
-import codecs
 import os
 import subprocess
 import sys
@@ -118,33 +117,6 @@ def test_utf8_validator_fails_fast_inside_a_sequence(kernels) -> None:
     v.reset()
     assert v.validate(b"\xe2\x82") and not v.complete
     assert v.validate(b"\xac") and v.complete
-
-
-@settings(max_examples=300, deadline=None)
-@given(data=st.binary(max_size=64), cut=st.integers(min_value=0, max_value=64))
-def test_utf8_validator_matches_incremental_decoder(data: bytes, cut: int) -> None:
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    expected = []
-    for piece in (data[:cut], data[cut:]):
-        try:
-            decoder.decode(piece)
-            expected.append(True)
-        except UnicodeDecodeError:
-            expected.append(False)
-            break
-    for name in ("speedups", "purepython"):
-        v = load_backend(name).Utf8Validator()
-        got = []
-        for piece in (data[:cut], data[cut:])[: len(expected)]:
-            got.append(v.validate(piece))
-        assert got == expected, name
-        if all(expected):
-            try:
-                data.decode("utf-8")
-                valid = True
-            except UnicodeDecodeError:
-                valid = False
-            assert v.complete is valid, name
 
 
 @settings(max_examples=200, deadline=None)
