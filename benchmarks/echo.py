@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable
 
 HOST = "127.0.0.1"
 MAX_SIZE = 2**24
@@ -70,7 +70,7 @@ DEFAULT_SIZES = [32, 256, 8192, 100_000, 1_048_576]
 
 # =============================================================================================
 # Helpers shared by the server and client processes
-def pin(cpu: Optional[int]) -> None:
+def pin(cpu: int | None) -> None:
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
 
@@ -86,7 +86,7 @@ def run_loop(coro_fn: Callable[[], Any], loop_name: str) -> Any:
     return asyncio.run(coro_fn())
 
 
-def server_ssl(tls_dir: Optional[str]):
+def server_ssl(tls_dir: str | None):
     if not tls_dir:
         return None
     import ssl
@@ -96,7 +96,7 @@ def server_ssl(tls_dir: Optional[str]):
     return ctx
 
 
-def client_ssl(tls_dir: Optional[str]):
+def client_ssl(tls_dir: str | None):
     if not tls_dir:
         return None
     import ssl
@@ -275,7 +275,7 @@ async def serve_asyncws(ssl_ctx):
                 break
             await ws.send(msg)
 
-    kwargs: Dict[str, Any] = {"max_size": MAX_SIZE}
+    kwargs: dict[str, Any] = {"max_size": MAX_SIZE}
     if ssl_ctx is not None:
         kwargs["ssl"] = ssl_ctx
     server = await asyncws.start_server(handler, HOST, 0, **kwargs)
@@ -341,7 +341,7 @@ async def serve_picows(ssl_ctx, use_aiofastnet=None):
                 transport.send_close(frame.get_close_code())
                 transport.disconnect()
 
-    kwargs: Dict[str, Any] = {"max_frame_size": MAX_SIZE + 64}
+    kwargs: dict[str, Any] = {"max_frame_size": MAX_SIZE + 64}
     if use_aiofastnet is not None:
         kwargs["use_aiofastnet"] = use_aiofastnet
     if ssl_ctx is not None:
@@ -441,7 +441,7 @@ class Driver:
                 self.count1, self.t1 = self.received, now
         return self.phase != self.DRAIN
 
-    def result(self) -> Dict[str, Any]:
+    def result(self) -> dict[str, Any]:
         count = self.count1 - self.count0
         elapsed = self.t1 - self.t0
         return {"count": count, "elapsed": elapsed, "msgs_per_s": count / elapsed if elapsed else 0}
@@ -603,7 +603,7 @@ async def client_picows(port, ssl_ctx, drv, kind, timeout, use_aiofastnet=None):
             run.resume_writing()
 
     scheme = "wss" if ssl_ctx else "ws"
-    kwargs: Dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
     if use_aiofastnet is not None:
         kwargs["use_aiofastnet"] = use_aiofastnet
     transport, _ = await ws_connect(
@@ -624,7 +624,7 @@ async def client_asyncws(port, ssl_ctx, drv, kind, timeout):
     import asyncws
 
     scheme = "wss" if ssl_ctx else "ws"
-    kwargs: Dict[str, Any] = {"max_size": MAX_SIZE}
+    kwargs: dict[str, Any] = {"max_size": MAX_SIZE}
     if ssl_ctx is not None:
         kwargs["ssl"] = ssl_ctx
     ws = await asyncws.connect(f"{scheme}://{HOST}:{port}/", **kwargs)
@@ -689,7 +689,7 @@ CLIENTS = {
 
 def client_main(args) -> None:
     pin(args.cpu)
-    out: Dict[str, Any] = {"impl": args.impl}
+    out: dict[str, Any] = {"impl": args.impl}
     try:
         msg = make_message(args.kind, args.size)
         drv = Driver(msg, args.mode, args.inflight, args.warmup, args.duration)
@@ -708,7 +708,7 @@ def client_main(args) -> None:
 
 # =============================================================================================
 # Orchestrator
-def impl_env(impl: str, snapshot: Optional[str] = None) -> Dict[str, str]:
+def impl_env(impl: str, snapshot: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if snapshot:
         env["PYTHONPATH"] = snapshot + os.pathsep + env.get("PYTHONPATH", "")
@@ -727,7 +727,7 @@ def available(impl: str) -> bool:
     return importlib.util.find_spec(mod) is not None
 
 
-def measure(args, impl, client_impl, cfg, tls_dir) -> Dict[str, Any]:
+def measure(args, impl, client_impl, cfg, tls_dir) -> dict[str, Any]:
     """One round of one implementation in one configuration: fresh server and client."""
     loop_name, tls, mode, kind, size = cfg
     common = ["--loop", loop_name, "--cpu", str(args.cpu)]
@@ -799,19 +799,19 @@ def measure(args, impl, client_impl, cfg, tls_dir) -> Dict[str, Any]:
         errfile.close()
 
 
-def fmt_rate(x: Optional[float]) -> str:
+def fmt_rate(x: float | None) -> str:
     if x is None:
         return "error"
     return f"{x:,.0f}"
 
 
-def fmt_ratio(a: Optional[float], b: Optional[float]) -> str:
+def fmt_ratio(a: float | None, b: float | None) -> str:
     if a is None or not b:
         return "-"
     return f"{a / b:.2f}"
 
 
-def print_tables(args, results: Dict[str, Any], impls: List[str]) -> None:
+def print_tables(args, results: dict[str, Any], impls: list[str]) -> None:
     client_note = (
         f"client: {args.common_client} for every server (tcp row: tcp client)"
         if args.common_client
@@ -829,7 +829,8 @@ def print_tables(args, results: Dict[str, Any], impls: List[str]) -> None:
             print("| size | impl | msgs/s | MB/s | vs tcp | vs picows | min-max msgs/s |")
             print("|---:|---|---:|---:|---:|---:|---:|")
             for size in args.sizes:
-                key = lambda impl: "|".join(map(str, (loop_name, tls, mode, kind, size, impl)))
+                def key(impl, parts=(loop_name, tls, mode, kind, size)):
+                    return "|".join(map(str, (*parts, impl)))
                 meds = {impl: results[key(impl)]["median"] for impl in impls}
                 for impl in impls:
                     r = results[key(impl)]
@@ -872,7 +873,7 @@ def orchestrate(args) -> int:
               file=sys.stderr)
 
     configs = list(itertools.product(args.loop, args.tls_modes, args.mode, args.kind, args.sizes))
-    results: Dict[str, Any] = {}
+    results: dict[str, Any] = {}
     total = len(configs) * args.rounds * len(impls)
     done = 0
     t_start = time.time()
@@ -934,7 +935,7 @@ def orchestrate(args) -> int:
     return 0
 
 
-def snapshot_asyncws() -> Optional[str]:
+def snapshot_asyncws() -> str | None:
     """Copy the importable asyncws package (with its compiled extension) to a temporary
     directory used by every server and client of this run, so that a working tree edited or
     rebuilt during a long run cannot mix versions (an editable install imports the tree)."""
@@ -971,7 +972,7 @@ def available_mod(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def machine_info() -> Dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     model = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -992,10 +993,13 @@ def machine_info() -> Dict[str, Any]:
 
 def machine_line() -> str:
     m = machine_info()
-    return f"machine: {m['nproc']} CPUs, {m['cpu']}, {m['implementation']} {m['python']}, {m['platform']}"
+    return (
+        f"machine: {m['nproc']} CPUs, {m['cpu']}, {m['implementation']} {m['python']}, "
+        f"{m['platform']}"
+    )
 
 
-def versions() -> Dict[str, str]:
+def versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {}
@@ -1010,12 +1014,12 @@ def versions() -> Dict[str, str]:
     return out
 
 
-def csv_ints(s: str) -> List[int]:
+def csv_ints(s: str) -> list[int]:
     return [int(float(x)) for x in s.split(",") if x]
 
 
 def csv_strs(choices):
-    def parse(s: str) -> List[str]:
+    def parse(s: str) -> list[str]:
         items = [x.strip() for x in s.split(",") if x.strip()]
         for x in items:
             if x not in choices:
@@ -1054,7 +1058,8 @@ def main(argv=None) -> int:
     p.add_argument("--impl", help=f"comma-separated subset of {','.join(ALL_IMPLS)} "
                    f"(default: {','.join(DEFAULT_IMPLS)}, those installed)")
     p.add_argument("--sizes", type=csv_ints, default=DEFAULT_SIZES,
-                   help="comma-separated message sizes in bytes (default: 32,256,8192,100000,1048576)")
+                   help="comma-separated message sizes in bytes "
+                   "(default: 32,256,8192,100000,1048576)")
     p.add_argument("--kind", type=csv_strs(["binary", "text"]), default=["binary", "text"],
                    help="binary,text (default both)")
     p.add_argument("--mode", type=csv_strs(["pingpong", "pipelined"]),
@@ -1070,7 +1075,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=0.5, help="seconds of warm-up per round")
     p.add_argument("--inflight", type=int, default=100, help="messages in flight when pipelined")
     p.add_argument("--drain-timeout", type=float, default=30.0)
-    p.add_argument("--cpu", type=int, default=None, help="CPU for server and client (default: last)")
+    p.add_argument("--cpu", type=int, default=None,
+                   help="CPU for server and client (default: last)")
     p.add_argument("--json", help="write all rounds and medians to this file")
     p.add_argument("-v", "--verbose", action="store_true", help="print every round to stderr")
     p.add_argument("--no-snapshot", dest="snapshot_lib", action="store_false",

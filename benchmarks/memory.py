@@ -32,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ECHO = os.path.join(HERE, "echo.py")
@@ -81,7 +81,7 @@ async def open_one(port: int, websocket: bool):
 
 
 async def client(port: int, n: int, websocket: bool, batch: int, hold: float) -> None:
-    conns: List[asyncio.StreamWriter] = []
+    conns: list[asyncio.StreamWriter] = []
     t0 = time.monotonic()
     for start in range(0, n, batch):
         conns += await asyncio.wait_for(
@@ -156,7 +156,7 @@ def stop(proc) -> None:
             proc.wait(5)
 
 
-def measure(impl: str, args) -> Dict[str, Any]:
+def measure(impl: str, args) -> dict[str, Any]:
     websocket = impl != "tcp"
     lifetime = 120 + args.settle
     srv, port = start_server(impl, lifetime)
@@ -193,7 +193,7 @@ def measure(impl: str, args) -> Dict[str, Any]:
 def orchestrate(args) -> int:
     impls = [i.strip() for i in args.impl.split(",")] if args.impl else list(echo.DEFAULT_IMPLS)
     impls = [i for i in impls if echo.available(i)]
-    results: Dict[str, Dict[str, Any]] = {i: {"impl": i, "rounds": [], "errors": []} for i in impls}
+    results: dict[str, dict[str, Any]] = {i: {"impl": i, "rounds": [], "errors": []} for i in impls}
     t0 = time.time()
     for rnd in range(args.rounds):
         for impl in impls:  # interleaved

@@ -49,8 +49,11 @@ except ImportError:  # pragma: no cover
     aiohttp_reader = None
 
 try:
-    from websockets.frames import Frame as WsFrame, Opcode as WsOpcode  # type: ignore
-    from websockets.protocol import Protocol as WsProtocol, Side as WsSide, State as WsState
+    from websockets.frames import Frame as WsFrame  # type: ignore
+    from websockets.frames import Opcode as WsOpcode
+    from websockets.protocol import Protocol as WsProtocol
+    from websockets.protocol import Side as WsSide
+    from websockets.protocol import State as WsState
 except ImportError:  # pragma: no cover
     WsFrame = None
 
