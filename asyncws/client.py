@@ -17,7 +17,7 @@ from collections.abc import Generator, Sequence
 from typing import Any, NamedTuple, cast
 from urllib.parse import urljoin, urlsplit
 
-from .connection import Settings, Websocket
+from .connection import Settings, Websocket, websocket_class
 from .deflate import (
     Deflate,
     PerMessageDeflate,
@@ -180,7 +180,7 @@ class ClientHandshake(asyncio.Protocol):
             return
         transport = self._transport
         assert transport is not None
-        ws = Websocket(
+        ws = websocket_class(asyncio.get_running_loop())(
             transport,
             Protocol(is_client=True, max_size=options.settings.max_size, deflate=deflate),
             options.settings,

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any, Callable, Union, cast
 
-from .connection import Settings, Websocket
+from .connection import Settings, Websocket, websocket_class
 from .deflate import Deflate, compression_options, server_accept
 from .exceptions import ConnectionClosed
 from .handshake import (
@@ -207,7 +207,7 @@ class ServerHandshake(asyncio.Protocol):
                 extensions=extensions,
             )
         )
-        ws = Websocket(
+        ws = websocket_class(asyncio.get_running_loop())(
             transport,
             Protocol(is_client=False, max_size=config.settings.max_size, deflate=deflate),
             config.settings,
