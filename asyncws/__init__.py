@@ -13,7 +13,13 @@ from ._version import __version__
 from .client import Connect, connect, unix_connect
 from .connection import Websocket, broadcast
 from .deflate import Deflate
-from .exceptions import ConnectionClosed, InvalidHandshake, InvalidURI, WebSocketError
+from .exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidURI,
+    OpenTimeout,
+    WebSocketError,
+)
 from .handshake import Headers, Request, Response
 from .server import Server, start_server, start_unix_server
 
@@ -25,6 +31,7 @@ __all__ = [
     "Headers",
     "InvalidHandshake",
     "InvalidURI",
+    "OpenTimeout",
     "Request",
     "Response",
     "Server",

@@ -25,7 +25,7 @@ from .deflate import (
     client_offer,
     compression_options,
 )
-from .exceptions import InvalidHandshake, InvalidURI
+from .exceptions import InvalidHandshake, InvalidURI, OpenTimeout
 from .handshake import (
     USER_AGENT,
     HandshakeError,
@@ -247,7 +247,12 @@ class Connect:
     async def _open(self) -> Websocket:
         if self._open_timeout is None:
             return await self._follow_redirects()
-        return await asyncio.wait_for(self._follow_redirects(), self._open_timeout)
+        try:
+            return await asyncio.wait_for(self._follow_redirects(), self._open_timeout)
+        except asyncio.TimeoutError:
+            raise OpenTimeout(
+                f"no WebSocket connection to {self._url} within {self._open_timeout} s"
+            ) from None
 
     async def _follow_redirects(self) -> Websocket:
         url = self._url

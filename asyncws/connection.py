@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -29,9 +28,6 @@ __all__ = ["Websocket", "Settings", "broadcast", "websocket_class"]
 
 logger = logging.getLogger("asyncws")
 
-# Python 3.12 made selector transports' writelines() a vectored send; before it, writelines()
-# joins its buffers, which is the copy a separate header write avoids.
-_VECTORED_WRITELINES = sys.version_info >= (3, 12)
 
 # Reasons reading is paused (bits of Websocket._read_pauses).
 _PAUSE_QUEUE = 1  # max_queue messages wait for recv()
@@ -207,9 +203,10 @@ class Websocket(asyncio.Protocol):
         transport = self._transport
         if isinstance(frame, bytes):
             transport.write(frame)
-        elif _VECTORED_WRITELINES:
-            transport.writelines(frame)
         else:
+            # Two writes, not writelines(): before 3.12 it joins (the copy we avoid), and in
+            # 3.12/3.13 asyncio's selector transport skips its flow control (no pause_writing,
+            # even after the connection is lost), so nothing would bound the buffer.
             header, payload = frame
             transport.write(header)
             transport.write(payload)

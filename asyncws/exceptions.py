@@ -3,12 +3,15 @@
 This module holds only exception classes: no I/O, no parsing. ``ConnectionClosed`` is what a send on
 a finished connection raises; ``InvalidHandshake`` is what ``connect()`` raises when the server
 refuses or answers badly (``status`` carries the HTTP status when there was one); ``InvalidURI`` is
-raised for a URL that is not ``ws://`` or ``wss://``.
+raised for a URL that is not ``ws://`` or ``wss://``; ``OpenTimeout`` (a ``TimeoutError`` on every
+Python) when ``connect()`` runs past ``open_timeout``.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConnectionClosed", "InvalidHandshake", "InvalidURI", "WebSocketError"]
+import asyncio
+
+__all__ = ["ConnectionClosed", "InvalidHandshake", "InvalidURI", "OpenTimeout", "WebSocketError"]
 
 
 class WebSocketError(Exception):
@@ -41,3 +44,14 @@ class InvalidHandshake(WebSocketError):
 
 class InvalidURI(WebSocketError, ValueError):
     """The URL given to ``connect()`` is not a valid ``ws://`` or ``wss://`` URL."""
+
+
+if issubclass(asyncio.TimeoutError, TimeoutError):  # Python 3.11+: one and the same class
+
+    class OpenTimeout(WebSocketError, TimeoutError):
+        """``connect()`` did not finish within ``open_timeout``."""
+
+else:  # Python 3.9 / 3.10: asyncio has its own TimeoutError; be both
+
+    class OpenTimeout(WebSocketError, TimeoutError, asyncio.TimeoutError):  # type: ignore[no-redef,misc]
+        """``connect()`` did not finish within ``open_timeout``."""
