@@ -30,6 +30,9 @@ class OptionalBuildExt(build_ext):
 
     @staticmethod
     def _warn(exc: BaseException) -> None:
+        if os.environ.get("ASYNCWS_REQUIRE_EXTENSION") == "1":
+            # Wheel builds (cibuildwheel sets this) must not ship the fallback silently.
+            raise RuntimeError(f"asyncws: the C extension is required but failed: {exc!r}")
         msg = (
             "asyncws: could not compile the C extension asyncws._speedups "
             f"({exc!r}); installing the pure-Python fallback, which is slower."

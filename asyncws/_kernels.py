@@ -12,6 +12,7 @@ or know that two exist; ``HAS_SPEEDUPS`` tells which one is active.
 from __future__ import annotations
 
 import os
+import warnings
 
 __all__ = [
     "HAS_SPEEDUPS",
@@ -26,7 +27,8 @@ __all__ = [
 ]
 
 HAS_SPEEDUPS = False
-if os.environ.get("ASYNCWS_NO_SPEEDUPS", "") not in ("1", "true", "yes"):
+_FORCED_OFF = os.environ.get("ASYNCWS_NO_SPEEDUPS", "") in ("1", "true", "yes")
+if not _FORCED_OFF:
     try:
         from ._speedups import (
             FrameReader,
@@ -39,8 +41,14 @@ if os.environ.get("ASYNCWS_NO_SPEEDUPS", "") not in ("1", "true", "yes"):
         )
 
         HAS_SPEEDUPS = True
-    except ImportError:  # not compiled: the install said so; run on the fallback
-        pass
+    except ImportError as exc:
+        # Not compiled (pip hides the build's own warning unless -v): say so once, visibly.
+        warnings.warn(
+            f"asyncws: the compiled kernels are not available ({exc}); running on the "
+            "pure-Python fallback, which is slower. Reinstall with a C compiler to build them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 if not HAS_SPEEDUPS:
     from ._purepython import (  # type: ignore[assignment]

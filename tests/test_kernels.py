@@ -273,3 +273,19 @@ def test_reader_max_size_counts_fragments(kernels) -> None:
     assert r.error is not None and r.error[0] == 1009
     assert r.max_size == 10
 
+
+
+def test_missing_extension_falls_back_with_a_warning() -> None:
+    # As if the extension had not been compiled: importing it fails.
+    code = (
+        "import sys; sys.modules['asyncws._speedups'] = None; import asyncws;"
+        "print(asyncws.HAS_SPEEDUPS)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ASYNCWS_NO_SPEEDUPS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["False"]
+    assert "RuntimeWarning" in out.stderr and "pure-Python fallback" in out.stderr
+    # Choosing the fallback on purpose is not worth a warning.
+    env["ASYNCWS_NO_SPEEDUPS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["False"] and out.stderr == ""
