@@ -10,7 +10,7 @@ hash of the client's address and port). Each 101 response carries the worker's p
 
 SIGTERM or SIGINT (Ctrl-C) to the parent stops the workers: each stops listening, closes its
 connections with 1001 (going away) and exits; the parent exits once they all have, with status 0
-(1 when a worker failed). PORT must not be 0: with port 0 every worker would get a port of its
+(1 when a worker failed). A worker whose parent is gone (killed with SIGKILL) stops by itself. PORT must not be 0: with port 0 every worker would get a port of its
 own.
 """
 
@@ -30,11 +30,24 @@ async def echo(ws: asyncws.Websocket) -> None:
         await ws.send(message)
 
 
-async def worker(host: str, port: int) -> None:
+def say(line: str) -> None:
+    # One write per line, so that the workers' lines do not interleave on a shared stdout.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    stop.set()  # the parent died without stopping us: don't linger as an orphan
+
+
+async def worker(host: str, port: int, parent: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.ensure_future(watch_parent(parent, stop))
     server = await asyncws.start_server(
         echo,
         host,
@@ -42,15 +55,16 @@ async def worker(host: str, port: int) -> None:
         reuse_port=True,
         extra_headers={"X-Worker-PID": str(os.getpid())},
     )
-    print(f"worker {os.getpid()} serving on ws://{host}:{port}", flush=True)
+    say(f"worker {os.getpid()} serving on ws://{host}:{port}")
     async with server:  # on the way out: close(), then wait_closed()
         await stop.wait()
-    print(f"worker {os.getpid()} stopped", flush=True)
+    watcher.cancel()
+    say(f"worker {os.getpid()} stopped")
 
 
-def run_worker(host: str, port: int) -> int:
+def run_worker(host: str, port: int, parent: int) -> int:
     try:
-        asyncio.run(worker(host, port))
+        asyncio.run(worker(host, port, parent))
     except Exception as exc:
         print(f"worker {os.getpid()} failed: {exc!r}", file=sys.stderr, flush=True)
         return 1
@@ -67,13 +81,14 @@ def main() -> int:
         parser.error("give a port number: with 0, every worker would listen on a port of its own")
 
     # Fork before the parent creates any event loop: a child must not inherit one.
+    parent = os.getpid()
     children: list[int] = []
     for _ in range(args.workers):
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
-                status = run_worker(args.host, args.port)
+                status = run_worker(args.host, args.port, parent)
             finally:
                 os._exit(status)  # never return into the parent's code
         children.append(pid)
