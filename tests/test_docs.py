@@ -31,7 +31,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 # cibuildwheel copies tests/ without docs/: there is nothing to check then.
 pytestmark = pytest.mark.skipif(
-    not (DOCS / "quickstart.rst").is_file(), reason="docs/ is not next to tests/ (installed-wheel run)"
+    not (DOCS / "quickstart.rst").is_file(),
+    reason="docs/ is not next to tests/ (installed-wheel run)",
 )
 
 TIMEOUT = 15.0  # seconds: a hang guard for each wait, never a speed assertion
@@ -162,8 +163,19 @@ def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
     pytest.importorskip("myst_parser", reason="myst-parser is not installed")
     result = subprocess.run(
         [
-            sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html",
-            "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html"),
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-E",
+            "-q",
+            "-b",
+            "html",
+            "-d",
+            str(tmp_path / "doctrees"),
+            str(DOCS),
+            str(tmp_path / "html"),
         ],
         capture_output=True,
         text=True,
@@ -171,14 +183,38 @@ def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNING" not in result.stderr, result.stderr
-    for page in ("index", "quickstart", "options", "deployment", "cli", "migration", "api",
-                 "conformance", "hostile"):
+    for page in (
+        "index",
+        "quickstart",
+        "options",
+        "deployment",
+        "cli",
+        "migration",
+        "api",
+        "conformance",
+        "hostile",
+    ):
         assert (tmp_path / "html" / f"{page}.html").is_file(), page
     api = (tmp_path / "html" / "api.html").read_text(encoding="utf-8")
-    for name in ("connect", "unix_connect", "start_server", "start_unix_server", "broadcast",
-                 "Websocket.recv", "Websocket.close_reason", "Server.wait_closed", "Deflate",
-                 "ConnectionClosed", "InvalidHandshake", "InvalidURI", "WebSocketError",
-                 "Request", "Response", "Headers"):
+    for name in (
+        "connect",
+        "unix_connect",
+        "start_server",
+        "start_unix_server",
+        "broadcast",
+        "Websocket.recv",
+        "Websocket.close_reason",
+        "Server.wait_closed",
+        "Deflate",
+        "ConnectionClosed",
+        "InvalidHandshake",
+        "InvalidURI",
+        "OpenTimeout",
+        "WebSocketError",
+        "Request",
+        "Response",
+        "Headers",
+    ):
         assert f'id="asyncws.{name}"' in api, name
 
 
@@ -188,8 +224,13 @@ def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
 def test_quickstart_has_the_examples() -> None:
     blocks = code_blocks("quickstart.rst")
     assert {
-        "qs-echo-server", "qs-echo-client", "qs-async-with", "qs-echo-server-async-for",
-        "qs-tls-server", "qs-tls-client", "qs-broadcast",
+        "qs-echo-server",
+        "qs-echo-client",
+        "qs-async-with",
+        "qs-echo-server-async-for",
+        "qs-tls-server",
+        "qs-tls-client",
+        "qs-broadcast",
     } <= set(blocks)
     for code in blocks.values():
         compile(code, "<quickstart>", "exec")

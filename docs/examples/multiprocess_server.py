@@ -10,8 +10,8 @@ hash of the client's address and port). Each 101 response carries the worker's p
 
 SIGTERM or SIGINT (Ctrl-C) to the parent stops the workers: each stops listening, closes its
 connections with 1001 (going away) and exits; the parent exits once they all have, with status 0
-(1 when a worker failed). A worker whose parent is gone (killed with SIGKILL) stops by itself. PORT must not be 0: with port 0 every worker would get a port of its
-own.
+(1 when a worker failed). A worker whose parent is gone (killed with SIGKILL) stops by itself.
+PORT must not be 0: with port 0 every worker would get a port of its own.
 """
 
 from __future__ import annotations
