@@ -212,8 +212,8 @@ class ClientHandshake(asyncio.Protocol):
 
 
 class Connect:
-    """What ``connect()`` returns: ``await`` it for a ``Websocket``, or use it as
-    ``async with connect(...) as ws:``, which closes the connection on the way out."""
+    """What ``connect()`` and ``unix_connect()`` return: ``await`` it for a ``Websocket``, or
+    use it as ``async with connect(...) as ws:``, which closes the connection on the way out."""
 
     def __init__(
         self,
@@ -263,7 +263,7 @@ class Connect:
                 new_url = _redirect_url(url, redirect.location)
                 logger.info("following %d redirect from %s to %s", redirect.status, url, new_url)
                 url = new_url
-        raise InvalidHandshake(f"more than {self._max_redirects} redirects", 3)
+        raise InvalidHandshake(f"more than {self._max_redirects} redirects")
 
     async def _open_one(self, url: str) -> Websocket:
         uri = parse_uri(url)
@@ -299,7 +299,7 @@ def _redirect_url(current: str, location: str) -> str:
     if target.startswith("http"):
         target = "ws" + target[4:]
     if current.startswith("wss:") and not target.startswith("wss:"):
-        raise InvalidHandshake(f"refusing a redirect from {current} to insecure {target}", 3)
+        raise InvalidHandshake(f"refusing a redirect from {current} to insecure {target}")
     parse_uri(target)
     return target
 

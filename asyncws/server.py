@@ -301,6 +301,7 @@ class Server(asyncio.AbstractServer):
 
     @property
     def connections(self) -> set[Websocket]:
+        """The open connections (their handlers are running): e.g. for ``broadcast``."""
         return self._config.connections
 
     @property
@@ -311,6 +312,8 @@ class Server(asyncio.AbstractServer):
         return getattr(self._server, name)
 
     def close(self) -> None:
+        """Stop listening, drop unfinished handshakes and close every open connection with
+        1001 (going away). Unlike a bare ``asyncio.Server``, existing connections end too."""
         self._server.close()
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close_connections())
@@ -332,6 +335,8 @@ class Server(asyncio.AbstractServer):
                 await asyncio.wait(pending, timeout=1.0)
 
     async def wait_closed(self) -> None:
+        """Wait until ``close()`` is done: the connections closed and their handlers returned
+        (handlers still running after the close timeout are cancelled)."""
         if self._closing is not None:
             await asyncio.shield(self._closing)
         await self._server.wait_closed()

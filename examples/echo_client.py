@@ -12,12 +12,15 @@ import asyncws
 
 async def echo(url: str, count: int) -> None:
     websocket = await asyncws.connect(url)
-    for _ in range(count):
-        await websocket.send("hello")
-        echo = await websocket.recv()
-        if echo is None:
-            break
-        print(echo)
+    try:
+        for _ in range(count):
+            await websocket.send("hello")
+            echo = await websocket.recv()
+            if echo is None:
+                break
+            print(echo)
+    except asyncws.ConnectionClosed:
+        pass  # the server closed between two messages: send() says so, recv() says None
     await websocket.close()
 
 

@@ -167,3 +167,11 @@ def test_error_response_is_well_formed() -> None:
     assert parsed.status == 426 and parsed.reason == "Upgrade Required"
     assert parsed.headers["Sec-WebSocket-Version"] == "13"
     assert int(parsed.headers["Content-Length"]) == len(body) and body == b"nope\n"
+
+
+def test_headers_accept_headers_and_reason_phrases_are_standard() -> None:
+    original = Headers([("A", "1"), ("a", "2")])
+    assert Headers(original).items() == original.items()
+    raw = build_error_response(401, "who?", original)
+    assert raw.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert build_error_response(599, "odd").startswith(b"HTTP/1.1 599 Error\r\n")

@@ -111,9 +111,9 @@ def test_send_data_framing() -> None:
     server = Protocol(is_client=False)
     assert server.send_data("é") == b"\x81\x02\xc3\xa9"
     assert server.send_data(bytearray(b"ab")) == b"\x82\x02ab"
-    big = b"x" * 70000
+    big = b"x" * 300000
     header, payload = server.send_data(big)
-    assert payload is big and header == b"\x82\x7f" + (70000).to_bytes(8, "big")
+    assert payload is big and header == b"\x82\x7f" + (300000).to_bytes(8, "big")
     with pytest.raises(TypeError):
         server.send_data(12)  # type: ignore[arg-type]
     client = Protocol(is_client=True)

@@ -220,3 +220,16 @@ def test_broadcast_skips_closed_and_slow_connections() -> None:
             assert sorted(received, key=str) == [None, "to everyone"]
 
     run(main())
+
+
+def test_broadcast_skips_a_connection_sending_fragments() -> None:
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            await asyncio.sleep(0.05)
+            [conn] = list(server.server.connections)  # type: ignore[union-attr]
+            conn._core.send_fragment("half a message", True, False)  # pieces on their way
+            assert asyncws.broadcast([conn], "interleaved?") == 0
+            await ws.close()
+
+    run(main())
