@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 Buffer = Union[bytes, bytearray, memoryview]
-Item = Union[str, bytes, tuple[int, bytes]]
+Item = Union[str, bytes, tuple[int, bytes], tuple[int, bytes, bool]]
 
 # Largest "no limit" size: a frame length is at most 2**63 - 1 (section 5.2).
 _NO_LIMIT = (1 << 63) - 1
@@ -134,12 +134,42 @@ class FrameReader:
         # The message being assembled.
         self._msg_opcode = 0  # 0: none, OP_TEXT or OP_BINARY
         self._msg_compressed = False
+        self._msg_single = False  # the message in progress is a single frame
         self._msg = bytearray()
+        # stream_next_message(): the next fragmented message comes out piece by piece;
+        # _streamed counts the bytes of it already handed out (max_size still applies).
+        self._stream = False
+        self._streamed = 0
         self._utf8 = Utf8Validator()
 
     @property
     def max_size(self) -> int:
         return self._max_size
+
+    def stream_next_message(self) -> list[Item]:
+        """Hand out the next message, if it is fragmented, frame by frame: each data frame of
+        it as a tuple ``(OP_TEXT or OP_BINARY, payload, fin)`` (text validated as usual, but the
+        payload may end inside a UTF-8 sequence), instead of reassembled. A message that is one
+        frame, or compressed, still comes whole. Applies to one message. Returns, as such a
+        piece, what a fragmented message in progress has already buffered (else [])."""
+        self._stream = True
+        if (
+            self.closed
+            or not self._msg_opcode
+            or self._msg_compressed
+            or self._msg_single  # one frame: it comes whole
+            or not self._msg
+        ):
+            return []
+        return [(self._msg_opcode, self._take_buffered(), False)]
+
+    def _take_buffered(self) -> bytes:
+        """What the message being streamed has buffered, handed out (it stops counting toward
+        the buffer, not toward max_size)."""
+        piece = bytes(self._msg)
+        self._msg = bytearray()
+        self._streamed += len(piece)
+        return piece
 
     @property
     def _validating(self) -> bool:
@@ -254,7 +284,7 @@ class FrameReader:
                     # Section 5.2: the most significant bit MUST be 0.
                     self.fail(1002, "frame length with the most significant bit set")
                     return out
-            if opcode < 0x8 and size > self._max_size - len(self._msg):
+            if opcode < 0x8 and size > self._max_size - len(self._msg) - self._streamed:
                 self.fail(1009, f"message larger than max_size ({self._max_size} bytes)")
                 return out
             mask = bytes(data[p : p + 4]) if masked else None
@@ -282,6 +312,8 @@ class FrameReader:
                     if opcode == 0x8:
                         self.closed = True
                         return out
+                if opcode < 0x8:
+                    self._stream = False  # the next message came whole
                 continue
             # Slow path: the payload arrives over several feeds, or belongs to a fragmented
             # message; unmask and validate each piece as it comes.
@@ -296,7 +328,9 @@ class FrameReader:
             elif opcode != 0x0:
                 self._msg_opcode = opcode
                 self._msg_compressed = compressed
+                self._msg_single = bool(fin)
                 self._msg = bytearray()
+                self._streamed = 0
                 self._utf8.reset()
         return out
 
@@ -316,8 +350,11 @@ class FrameReader:
                 self.closed = True
                 return False
             return True
+        if self._stream and not self._msg_compressed and (self._streamed or not self._fin):
+            return self._end_piece(out)
         if not self._fin:
             return True
+        self._stream = False
         msg = bytes(self._msg)
         self._msg = bytearray()
         if self._msg_compressed:
@@ -331,6 +368,20 @@ class FrameReader:
         else:
             out.append(msg)
         self._msg_opcode = 0
+        return True
+
+    def _end_piece(self, out: list[Item]) -> bool:
+        """Hand out the data frame just read as one piece of a streamed message."""
+        piece = self._take_buffered()
+        fin = self._fin
+        if fin and self._validating and not self._utf8.complete:
+            self.fail(1007, "text message ends inside a UTF-8 sequence")
+            return False
+        self.attention = True
+        out.append((self._msg_opcode, piece, fin))
+        if fin:
+            self._stream = False
+            self._msg_opcode = 0
         return True
 
 

@@ -325,6 +325,10 @@ cdef class FrameReader:
     cdef bytes _whole
     cdef Py_ssize_t _msg_len
     cdef int _utf8
+    # stream_next_message(): the next fragmented message comes out piece by piece; _streamed
+    # counts the bytes of it already handed out (max_size still applies).
+    cdef bint _stream
+    cdef unsigned long long _streamed
 
     def __init__(self, bint expect_masked, max_size=None, bint compressed=False):
         self._expect_masked = expect_masked
@@ -341,10 +345,33 @@ cdef class FrameReader:
         self._whole = None
         self._msg_len = 0
         self._utf8 = 0
+        self._stream = False
+        self._streamed = 0
 
     @property
     def max_size(self):
         return self._max_size
+
+    def stream_next_message(self):
+        """Hand out the next message, if it is fragmented, frame by frame: each data frame of
+        it as a tuple ``(OP_TEXT or OP_BINARY, payload, fin)`` (text validated as usual, but the
+        payload may end inside a UTF-8 sequence), instead of reassembled. A message that is one
+        frame, or compressed, still comes whole. Applies to one message. Returns, as such a
+        piece, what a fragmented message in progress has already buffered (else [])."""
+        self._stream = True
+        if (self.closed or not self._msg_opcode or self._msg_compressed
+                or self._whole is not None or self._msg is None or not self._msg_len):
+            return []
+        return [(self._msg_opcode, self._take_buffered(), False)]
+
+    cdef bytes _take_buffered(self):
+        """What the message being streamed has buffered, handed out (it stops counting toward
+        the buffer, not toward max_size)."""
+        cdef bytes piece = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self._msg), self._msg_len)
+        self._msg = bytearray()
+        self._streamed += <unsigned long long>self._msg_len
+        self._msg_len = 0
+        return piece
 
     cpdef fail(self, int code, str reason):
         """Stop reading: record ``(code, reason)`` as the error, as a violation would."""
@@ -463,6 +490,8 @@ cdef class FrameReader:
                 if not self._whole_frame(buf + pos, <Py_ssize_t>size, out):
                     return 0
                 pos += <Py_ssize_t>size
+                if opcode < 0x8:
+                    self._stream = False  # the next message came whole
                 continue
             # Slow path: the payload arrives over several feeds, or belongs to a fragmented
             # message; unmask and validate each piece as it comes.
@@ -474,6 +503,7 @@ cdef class FrameReader:
                 self._msg_opcode = opcode
                 self._msg_compressed = self._compressed
                 self._msg_len = 0
+                self._streamed = 0
                 self._utf8 = 0
                 if self._fin and size <= PREALLOCATE_MAX:
                     # Its size is known (and within max_size): fill the bytes object the
@@ -542,7 +572,8 @@ cdef class FrameReader:
                 # Section 5.2: the most significant bit MUST be 0.
                 self.fail(1002, "frame length with the most significant bit set")
                 return False
-        if opcode < 0x8 and size > self._max_size - <unsigned long long>self._msg_len:
+        if opcode < 0x8 and size > (self._max_size - <unsigned long long>self._msg_len
+                                    - self._streamed):
             self.fail(1009, f"message larger than max_size ({self._max_size} bytes)")
             return False
         self._opcode = opcode
@@ -600,8 +631,11 @@ cdef class FrameReader:
                 self.closed = True
                 return False
             return True
+        if self._stream and not self._msg_compressed and (self._streamed or not self._fin):
+            return self._end_piece(out)
         if not self._fin:
             return True
+        self._stream = False
         # Local references keep the buffers alive while ``data`` points into them.
         cdef bytes whole = self._whole
         cdef bytearray pieces = self._msg
@@ -626,6 +660,21 @@ cdef class FrameReader:
             out.append(PyBytes_FromStringAndSize(data, self._msg_len))
         self._msg_len = 0
         self._msg_opcode = 0
+        return True
+
+    cdef bint _end_piece(self, list out) except -1:
+        """Hand out the data frame just read as one piece of a streamed message."""
+        cdef bytes piece = self._take_buffered()
+        cdef bint fin = self._fin
+        if fin and self._msg_opcode == 0x1 and self._utf8 != 0:
+            self.fail(1007, "text message ends inside a UTF-8 sequence")
+            return False
+        self.attention = True
+        out.append((self._msg_opcode, piece, fin))
+        if fin:
+            self._stream = False
+            self._msg = None
+            self._msg_opcode = 0
         return True
 
 

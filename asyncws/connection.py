@@ -22,7 +22,7 @@ from typing import Any
 from ._kernels import build_message
 from .exceptions import ConnectionClosed
 from .handshake import Request, Response
-from .protocol import CLOSED, LARGE_PAYLOAD, OPEN, Data, Message, Outgoing, Protocol
+from .protocol import CLOSED, LARGE_PAYLOAD, OPEN, Data, Fragment, Message, Outgoing, Protocol
 
 __all__ = ["Websocket", "Settings", "broadcast", "websocket_class"]
 
@@ -180,6 +180,33 @@ class Websocket(asyncio.Protocol):
         waiter = self._loop.create_future()
         self._waiter = waiter
         return await waiter
+
+    async def recv_streaming(self) -> AsyncIterator[Message]:
+        """Receive the next message piece by piece, without holding it whole: an async iterator
+        over its fragments (``str`` pieces for text, ``bytes`` for binary) as they arrive. A
+        message sent in one frame (or compressed), or already received in full before the call,
+        comes as a single piece. Ends early, without error, if the connection closes
+        mid-message (``close_code`` tells why); ``max_size`` still bounds the whole message."""
+        if not self._queue and not self._eof:
+            # Nothing queued: the message the reader assembles next is the one to stream, and
+            # what it already holds of it is the first piece.
+            held = self._reader.stream_next_message()
+            if held:
+                self._enqueue(self._core.process(held))
+                self._handle_events(True)
+        item: Any = await self.recv()
+        if item is None:
+            return
+        if type(item) is not Fragment:
+            yield item
+            return
+        while True:
+            yield item.data
+            if item.last:
+                return
+            item = await self.recv()
+            if item is None:
+                return
 
     async def send(self, data: Data, flush: bool = False) -> None:
         """Send ``str`` as a text message, bytes-like as a binary message.

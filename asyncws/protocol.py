@@ -12,6 +12,7 @@ touch a socket or a transport, or schedule anything: the asyncio layer in ``conn
 
 from __future__ import annotations
 
+import codecs
 from typing import Union
 
 from ._kernels import FrameReader, build_frame, build_header, build_message
@@ -30,7 +31,7 @@ from .frames import (
     parse_close_payload,
 )
 
-__all__ = ["Protocol", "OPEN", "CLOSING", "CLOSED", "Message", "Outgoing"]
+__all__ = ["Protocol", "Fragment", "OPEN", "CLOSING", "CLOSED", "Message", "Outgoing"]
 
 # Connection states (section 4 and 7): OPEN until a Close is sent (CLOSING) and, once a Close
 # has been both sent and received, the connection failed, or the stream ended: CLOSED.
@@ -46,6 +47,17 @@ LARGE_PAYLOAD = 262144
 Message = Union[str, bytes]
 Outgoing = Union[bytes, tuple[bytes, Union[bytes, bytearray, memoryview]]]
 Data = Union[str, bytes, bytearray, memoryview]
+
+
+class Fragment:
+    """One piece of a message being received piece by piece (``Websocket.recv_streaming``):
+    ``data`` (str for text, bytes for binary) and whether it is the ``last``."""
+
+    __slots__ = ("data", "last")
+
+    def __init__(self, data: Message, last: bool) -> None:
+        self.data = data
+        self.last = last
 
 
 class Protocol:
@@ -67,6 +79,7 @@ class Protocol:
         "deflate",
         "send_fast",
         "fragmenting",
+        "_pieces_decoder",
     )
 
     def __init__(
@@ -84,6 +97,7 @@ class Protocol:
         self.send_fast = deflate is None
         # None, or (while a fragmented message is being sent) whether it is text.
         self.fragmenting: bool | None = None
+        self._pieces_decoder: codecs.IncrementalDecoder | None = None
         # What ended the connection: the peer's close code, ours when we failed it, 1006 when
         # the stream ended without a Close. None while open.
         self.close_code: int | None = None
@@ -126,6 +140,10 @@ class Protocol:
             if type(item) is not tuple:
                 messages.append(item)
                 continue
+            if len(item) == 3:
+                # A piece of a message streamed by recv_streaming (reader.stream_next_message).
+                messages.append(self._piece(*item))  # type: ignore[arg-type]
+                continue
             opcode, payload = item
             if opcode <= OP_BINARY:
                 # A compressed message (the reader only returns those as tuples).
@@ -145,6 +163,19 @@ class Protocol:
         if error is not None and self.state != CLOSED and self.pending_failure is None:
             self.pending_failure = error
         return messages
+
+    def _piece(self, opcode: int, payload: bytes, fin: bool) -> Fragment:
+        if opcode == OP_TEXT:
+            # The reader validated the bytes; a piece may still end inside a character.
+            decoder = self._pieces_decoder
+            if decoder is None:
+                decoder = self._pieces_decoder = codecs.getincrementaldecoder("utf-8")()
+            data: Message = decoder.decode(payload, fin)
+            if fin:
+                self._pieces_decoder = None
+        else:
+            data = payload
+        return Fragment(data, fin)
 
     def _inflate(self, opcode: int, payload: bytes) -> Message | None:
         assert self.deflate is not None

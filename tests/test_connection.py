@@ -394,3 +394,72 @@ def test_keepalive_pings_and_timeout() -> None:
             writer.close()
 
     run(main())
+
+
+def test_recv_streaming_yields_fragments_as_they_arrive() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def handler(ws: asyncws.Websocket) -> None:
+            async def pieces():  # type: ignore[no-untyped-def]
+                yield "frag"
+                yield "mé"
+                # The rest comes only once the client has seen the first piece: it must get
+                # pieces before the message is complete. (send() holds one piece back, to mark
+                # the last one with FIN, so "mé" goes out with "nted".)
+                await release.wait()
+                yield "nted"
+
+            await ws.send(pieces())
+            await ws.send([b"\x00", b"\x01"])
+            await ws.send("whole")
+            await ws.recv()
+
+        async with Server(handler) as server:
+            ws = await asyncws.connect(server.url())
+            got = []
+            async for piece in ws.recv_streaming():
+                got.append(piece)
+                release.set()
+            assert got == ["frag", "mé", "nted"]
+            # This one may have arrived in full before the call: then it comes as one piece.
+            assert b"".join([p async for p in ws.recv_streaming()]) == b"\x00\x01"
+            assert [p async for p in ws.recv_streaming()] == ["whole"]
+            await ws.send("bye")
+            assert await ws.recv() is None
+            assert [p async for p in ws.recv_streaming()] == []
+
+    run(main())
+
+
+def test_recv_streaming_splits_text_only_between_characters() -> None:
+    from asyncws.handshake import accept_key, build_request, generate_key
+
+    async def main() -> None:
+        results: list = []
+
+        async def handler(ws: asyncws.Websocket) -> None:
+            results.append([p async for p in ws.recv_streaming()])
+            results.append(await ws.recv())
+
+        async with Server(handler, max_size=8) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            key = generate_key()
+            writer.write(build_request(f"127.0.0.1:{server.port}", "/", key))
+            assert accept_key(key).encode() in await reader.readuntil(b"\r\n\r\n")
+            from asyncws._kernels import build_frame
+
+            data = "é☃".encode()  # 2 + 3 bytes, cut inside both characters
+            writer.write(
+                build_frame(1, data[:1], True, False)
+                + build_frame(0, data[1:3], True, False)
+                + build_frame(0, data[3:], True, True)
+                + build_frame(2, b"123", True, False)
+                + build_frame(0, b"456789", True, True)  # 9 bytes > max_size 8
+            )
+            await reader.read()  # until the server closes
+            writer.close()
+        assert results[0] == ["", "é", "☃"]
+        assert results[1] is None  # the second message broke max_size across its fragments
+
+    run(main())

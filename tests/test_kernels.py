@@ -289,3 +289,35 @@ def test_missing_extension_falls_back_with_a_warning() -> None:
     env["ASYNCWS_NO_SPEEDUPS"] = "1"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["False"] and out.stderr == ""
+
+
+def test_streamed_messages_agree_between_backends() -> None:
+    """stream_next_message() at every point of a stream: both kernels hand out the same pieces,
+    and the pieces always add up to the message."""
+    fast, pure = load_backend("speedups"), load_backend("purepython")
+    text = "é☃ streamed".encode()
+    stream = client_frames(
+        pure,
+        (1, text[:1], False),
+        (9, b"p", True),
+        (0, text[1:5], False),
+        (0, text[5:], True),
+        (2, b"one frame", True),
+        (2, b"ab", False),
+        (0, b"cd", True),
+    )
+    for call_at in range(len(stream) + 1):
+        results = []
+        for kernels in (fast, pure):
+            reader = kernels.FrameReader(True, None)
+            items = reader.feed(stream[:call_at]) + reader.stream_next_message()
+            items += reader.feed(stream[call_at:])
+            results.append(items)
+        assert results[0] == results[1], call_at
+        pieces = [i for i in results[0] if type(i) is tuple and len(i) == 3]
+        whole = [i for i in results[0] if type(i) is not tuple]
+        if pieces:
+            assert pieces[-1][2] is True  # the last piece carries FIN
+            joined = b"".join(p[1] for p in pieces)
+            assert joined in (text, b"abcd")
+        assert len(pieces) + len(whole) >= 2  # three messages, one possibly in pieces
