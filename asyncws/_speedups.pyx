@@ -155,7 +155,7 @@ cdef inline int _utf8_step(int state, const unsigned char* p, Py_ssize_t n) noex
     cdef int rem = state & 0xFF
     cdef unsigned int lo = (state >> 8) & 0xFF
     cdef unsigned int hi = (state >> 16) & 0xFF
-    cdef uint64_t w
+    cdef uint64_t w, w1
     # 1. Finish a sequence left open by the previous piece.
     while rem and i < n:
         c = p[i]
@@ -171,8 +171,14 @@ cdef inline int _utf8_step(int state, const unsigned char* p, Py_ssize_t n) noex
     while i + 4 <= n:
         c = p[i]
         if c < 0x80:
-            # ASCII: skip the run 8 bytes per step while no byte has its top bit set.
+            # ASCII: skip the run 16, then 8, bytes per step while no top bit is set.
             i += 1
+            while i + 16 <= n:
+                memcpy(&w, p + i, 8)
+                memcpy(&w1, p + i + 8, 8)
+                if (w | w1) & 0x8080808080808080ULL:
+                    break
+                i += 16
             while i + 8 <= n:
                 memcpy(&w, p + i, 8)
                 if w & 0x8080808080808080ULL:
@@ -250,6 +256,10 @@ cdef class Utf8Validator:
         cdef Py_buffer view
         if self._state < 0:
             return False
+        if PyBytes_CheckExact(data):
+            self._state = _utf8_step(self._state, <const unsigned char*>PyBytes_AS_STRING(data),
+                                     PyBytes_GET_SIZE(data))
+            return self._state >= 0
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             with nogil:
