@@ -18,19 +18,8 @@ def read(name):
     return open(p).read().rstrip() if os.path.exists(p) else None
 
 
-NOTES = {
-    "echo-asyncio-tls.md": (
-        "Note: in this run the asyncws rows are errors because the copy of asyncws taken at the "
-        "start of the run caught the working tree mid-edit (`server.py` passed `max_queue=` to a "
-        "`Websocket.__init__` that did not take it yet). Re-run `python benchmarks/echo.py --tls "
-        "--sizes 256,100000 --kind binary --rounds 3 --duration 1 --warmup 0.3` on a clean tree."
-    ),
-    "echo-asyncio-plain.md": (
-        "Note: a few rounds failed while the asyncws working tree was being edited and rebuilt "
-        "during this run (an editable install imports the tree; echo.py now copies the package "
-        "at the start of a run). Failed rounds are excluded from the medians."
-    ),
-}
+# Notes to print above a section, e.g. when a run had failed rounds: none for the current runs.
+NOTES: dict = {}
 
 
 def main():
@@ -62,6 +51,9 @@ def main():
         ("Echo, uvloop, plain TCP", "echo-uvloop-plain.md", None),
         ("Echo, asyncio, TLS", "echo-asyncio-tls.md", None),
         ("Echo, server cost against one picows client", "echo-common-client-picows.md", None),
+        ("Instructions per round trip (callgrind)", "instructions.md",
+         "python benchmarks/instructions.py --n 5000 --size 256 --loop uvloop"),
+        ("Against the targets of issue 4", "targets.md", None),
     ]
     for title, fname, cmd in sections:
         body = read(fname)
