@@ -350,7 +350,8 @@ case patterns, comma separated; default `1.*` to `10.*`: 12.* and 13.* need perm
 `--tls` (wss:// with a throw-away certificate from trustme), `--outdir` (default
 `compliance/reports`; wstest's HTML and JSON reports land in `OUTDIR/<mode>-<backend>/`),
 `--allow-non-strict`, `--timeout` (seconds per suite), `--write-docs` (regenerate this file).
-CI runs `bash compliance/ci.sh` (both modes, both backends, cases 1 to 10).
+CI runs `bash compliance/ci.sh` (both modes, both backends, cases 1 to 10; and a subset of the
+permessage-deflate cases, whose full results are in `docs/conformance-deflate.md`).
 `python compliance/summary.py compliance/reports` re-grades existing reports.
 
 ## Latest results
