@@ -380,19 +380,9 @@ def connect(
     server refuses or answers badly (with ``status`` when it sent one), ``InvalidURI`` for a bad
     URL.
     """
-    options = _options(
-        max_size=max_size,
-        max_queue=max_queue,
-        write_limit=write_limit,
-        close_timeout=close_timeout,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        extra_headers=extra_headers,
-        user_agent_header=user_agent_header,
-        origin=origin,
-        subprotocols=subprotocols,
-        compression=compression,
-    )
+    # The keyword parameters above, by name (the signature spells them out for users and mypy).
+    arguments = locals()
+    options = _options(**{name: arguments[name] for name in _OPTION_NAMES})
     return Connect(wsurl, options, open_timeout, max_redirects, None, kwds)
 
 

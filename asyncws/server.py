@@ -447,22 +447,9 @@ async def start_server(
     permessage-deflate, off by default). Other keywords (``ssl``, ``reuse_port``, ``backlog``,
     ...) go to ``loop.create_server``.
     """
-    config = _config(
-        handler,
-        max_size=max_size,
-        max_queue=max_queue,
-        write_limit=write_limit,
-        open_timeout=open_timeout,
-        close_timeout=close_timeout,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        origins=origins,
-        subprotocols=subprotocols,
-        process_request=process_request,
-        extra_headers=extra_headers,
-        server_header=server_header,
-        compression=compression,
-    )
+    # The keyword parameters above, by name (the signature spells them out for users and mypy).
+    arguments = locals()
+    config = _config(handler, **{name: arguments[name] for name in _OPTION_NAMES})
     loop = asyncio.get_running_loop()
     # asyncio accepts port=None (with a host, or a sock= in kwds) though its stubs say int.
     server = await loop.create_server(
