@@ -3,7 +3,7 @@
 This module holds the selection between the Cython extension ``_speedups`` and its pure-Python
 twin ``_purepython`` and re-exports the chosen set under one interface (``apply_mask``,
 ``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``, ``build_frame``, ``build_header``,
-``build_message``).
+``build_message``, and ``MessagePump``, the per-message path ``connection.Websocket`` builds on).
 The choice is made once, at import time: the extension when it imports, unless the environment
 sets ``ASYNCWS_NO_SPEEDUPS=1``. Nothing else in the package may import either backend directly
 or know that two exist; ``HAS_SPEEDUPS`` tells which one is active.
@@ -24,6 +24,9 @@ __all__ = [
     "build_frame",
     "build_header",
     "build_message",
+    "MessagePump",
+    "LARGE_PAYLOAD",
+    "PAUSE_QUEUE",
 ]
 
 HAS_SPEEDUPS = False
@@ -31,6 +34,9 @@ _FORCED_OFF = os.environ.get("ASYNCWS_NO_SPEEDUPS", "") in ("1", "true", "yes")
 if not _FORCED_OFF:
     try:
         from ._speedups import (
+            LARGE_PAYLOAD,
+            PAUSE_QUEUE,
+            MessagePump,
             FrameReader,
             Utf8Validator,
             apply_mask,
@@ -52,6 +58,9 @@ if not _FORCED_OFF:
 
 if not HAS_SPEEDUPS:
     from ._purepython import (  # type: ignore[assignment]
+        LARGE_PAYLOAD,
+        PAUSE_QUEUE,
+        MessagePump,
         FrameReader,
         Utf8Validator,
         apply_mask,

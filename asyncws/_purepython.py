@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import codecs
 import os
-from typing import Union
+from collections.abc import Coroutine, Generator
+from typing import Any, Union
 
 __all__ = [
     "apply_mask",
@@ -22,6 +23,10 @@ __all__ = [
     "build_frame",
     "build_header",
     "build_message",
+    "MessagePump",
+    "Sent",
+    "LARGE_PAYLOAD",
+    "PAUSE_QUEUE",
 ]
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -459,3 +464,175 @@ def build_frame(
 def build_message(data: Buffer | str, mask: bool) -> bytes:
     """Return the frame of a whole message: ``str`` as text, bytes-like as binary."""
     return build_frame(0x1 if isinstance(data, str) else 0x2, data, mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-message path of a connection
+
+LARGE_PAYLOAD = 262144
+PAUSE_QUEUE = 1
+
+
+class Sent(Coroutine[Any, Any, None]):
+    """The awaitable ``MessagePump.send`` returns once the frame is written: already finished
+    (its result is None), so awaiting it neither allocates nor suspends. It is a
+    ``collections.abc.Coroutine`` so that ``asyncio.create_task``, ``gather`` and ``wait_for``
+    take it like the coroutine ``send`` returns when it has to wait."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self  # type: ignore[return-value]
+
+    def __iter__(self) -> Sent:
+        return self
+
+    def __next__(self) -> Any:
+        raise StopIteration
+
+    def send(self, value: Any) -> Any:
+        raise StopIteration
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        raise typ if val is None else val
+
+    def close(self) -> None:
+        pass
+
+
+_SENT = Sent()
+
+
+class MessagePump:
+    """The per-message path of an open connection, as the base of ``connection.Websocket``.
+
+    Received bytes (``data_received``, or ``get_buffer``/``buffer_updated``) go to the frame
+    reader in one call; the messages it completes go to the waiting ``recv()`` or to the queue.
+    ``send()`` builds a whole small message's frame and writes it to the transport. Everything
+    else (control frames, failures, closing, draining a full write buffer, fragmented and large
+    sends) is left to the subclass's methods: ``_core.process``, ``_handle_events``,
+    ``_fail_now``, ``_send_other`` and ``_drain_after_send``. It calls only the loop, transport
+    and protocol objects it is given; it never imports asyncio.
+    """
+
+    __slots__ = (
+        "_transport",
+        "_loop",
+        "_core",
+        "_reader",
+        "_queue",
+        "_waiter",
+        "_rbuf",
+        "_eof",
+        "_write_paused",
+        "_failure_deferred",
+        "_mask_frames",
+        "_max_queue",
+        "_read_pauses",
+    )
+
+    _transport: Any
+    _loop: Any
+    _core: Any
+    _reader: FrameReader
+    _queue: Any
+    _waiter: Any
+    _rbuf: Any
+    _eof: bool
+    _write_paused: bool
+    _failure_deferred: bool
+    _mask_frames: bool
+    _max_queue: int
+    _read_pauses: int
+
+    async def recv(self) -> Any:
+        """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
+        queue = self._queue
+        if queue:
+            msg = queue.popleft()
+            if self._read_pauses and len(queue) <= self._max_queue >> 1:
+                self._resume_reading(PAUSE_QUEUE)
+            return msg
+        if self._eof:
+            return None
+        if self._failure_deferred:
+            self._fail_now()  # type: ignore[attr-defined]
+            return None
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            raise RuntimeError("recv() is already being awaited on this connection")
+        # _deliver and the subclass's _end clear _waiter when they resolve it; a cancelled one
+        # is simply replaced here (and _deliver queues instead of resolving a done future).
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        return await waiter
+
+    def send(self, data: Any, flush: bool = False) -> Coroutine[Any, Any, None]:
+        """Send ``str`` as a text message, bytes-like as a binary message.
+
+        The frame is handed to the transport at once. With ``flush=True`` this waits until the
+        transport's write buffer is below its high-water mark; without it, it waits only when
+        the buffer is far above it, so that a peer that does not read cannot make memory grow
+        without bound. Raises ``ConnectionClosed`` once the connection is closing or closed.
+
+        An iterable or async iterable of ``str`` (or of bytes-like) pieces is sent as one
+        fragmented message, a frame per piece. Mixing ``str`` and bytes raises ``TypeError``;
+        another ``send`` while the pieces go out raises ``RuntimeError``; if the iterable fails
+        halfway, the connection is failed with 1011 (half a message cannot be taken back) and
+        the error is re-raised.
+        """
+        # Not a coroutine function: a small message is written here, at the call, and what
+        # comes back is a shared, already finished awaitable, so the common case allocates no
+        # coroutine. Whatever may have to wait returns a real coroutine.
+        kind = type(data)
+        if (kind is bytes or kind is str) and len(data) < LARGE_PAYLOAD and self._core.send_fast:
+            self._transport.write(build_frame(0x1 if kind is str else 0x2, data, self._mask_frames))
+            if self._write_paused:
+                return self._drain_after_send(flush)  # type: ignore[attr-defined,no-any-return]
+            return _SENT
+        return self._send_other(data, flush)  # type: ignore[attr-defined,no-any-return]
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._rbuf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._deliver(self._reader.feed(self._rbuf, nbytes))
+
+    def data_received(self, data: Buffer) -> None:
+        self._deliver(self._reader.feed(data))
+
+    def _deliver(self, msgs: list[Any]) -> None:
+        # Without attention the reader returned messages only (no control tuples).
+        attention = self._reader.attention
+        if attention:
+            msgs = self._core.process(msgs)
+        if msgs:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                # Hand the first message straight to the waiting recv(): no queue round trip.
+                self._waiter = None
+                waiter.set_result(msgs[0])
+                if len(msgs) > 1:
+                    self._enqueue(msgs[1:])
+            else:
+                self._enqueue(msgs)
+        if attention:
+            self._handle_events(bool(msgs))  # type: ignore[attr-defined]
+
+    def _enqueue(self, msgs: list[Any]) -> None:
+        queue = self._queue
+        queue.extend(msgs)
+        if len(queue) >= self._max_queue:
+            # Section 10.4's concern: stop reading rather than buffer without bound.
+            self._pause_reading(PAUSE_QUEUE)
+
+    def _pause_reading(self, reason: int) -> None:
+        if not self._read_pauses:
+            self._transport.pause_reading()
+        self._read_pauses |= reason
+
+    def _resume_reading(self, reason: int) -> None:
+        if self._read_pauses & reason:
+            self._read_pauses &= ~reason
+            if not self._read_pauses and not self._transport.is_closing():
+                self._transport.resume_reading()

@@ -8,8 +8,10 @@ raw buffers so that a received chunk is parsed in one call with one copy per mes
 connections, handshakes or which backend is active (``_kernels`` decides that).
 """
 
+import collections.abc as _abc
 import os
 
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.bytes cimport (
@@ -35,6 +37,10 @@ __all__ = [
     "build_frame",
     "build_header",
     "build_message",
+    "MessagePump",
+    "Sent",
+    "LARGE_PAYLOAD",
+    "PAUSE_QUEUE",
 ]
 
 # Largest "no limit" size: a frame length is at most 2**63 - 1 (section 5.2).
@@ -396,6 +402,9 @@ cdef class FrameReader:
     def feed(self, data, Py_ssize_t nbytes=-1):
         """Parse ``data`` (its first ``nbytes`` bytes when given: a reusable read buffer needs
         no slicing) and return the items it completes. Nothing of ``data`` is kept."""
+        return self._feed_object(data, nbytes)
+
+    cdef list _feed_object(self, object data, Py_ssize_t nbytes):
         cdef Py_buffer view
         cdef list out = []
         cdef Py_ssize_t n
@@ -798,3 +807,176 @@ cdef bytes _build(int opcode, const unsigned char* src, Py_ssize_t n, bint mask,
     else:
         memcpy(out + hlen, src, n)
     return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-message path of a connection
+
+LARGE_PAYLOAD = 262144
+cdef Py_ssize_t _LARGE_PAYLOAD = LARGE_PAYLOAD
+PAUSE_QUEUE = 1
+cdef int _PAUSE_QUEUE = PAUSE_QUEUE
+
+
+@cython.final
+cdef class Sent:
+    """The awaitable ``MessagePump.send`` returns once the frame is written: already finished
+    (its result is None), so awaiting it neither allocates nor suspends. It registers as a
+    ``collections.abc.Coroutine`` so that ``asyncio.create_task``, ``gather`` and ``wait_for``
+    take it like the coroutine ``send`` returns when it has to wait."""
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def send(self, value):
+        raise StopIteration
+
+    def throw(self, typ, val=None, tb=None):
+        raise typ if val is None else val
+
+    def close(self):
+        pass
+
+
+_abc.Coroutine.register(Sent)
+cdef Sent _SENT = Sent()
+
+
+cdef class MessagePump:
+    """The per-message path of an open connection, as the base of ``connection.Websocket``.
+
+    Received bytes (``data_received``, or ``get_buffer``/``buffer_updated``) go to the frame
+    reader in one call; the messages it completes go to the waiting ``recv()`` or to the queue.
+    ``send()`` builds a whole small message's frame and writes it to the transport. Everything
+    else (control frames, failures, closing, draining a full write buffer, fragmented and large
+    sends) is left to the subclass's methods: ``_core.process``, ``_handle_events``,
+    ``_fail_now``, ``_send_other`` and ``_drain_after_send``. It calls only the loop, transport
+    and protocol objects it is given; it never imports asyncio.
+    """
+
+    cdef public object _transport
+    cdef public object _loop
+    cdef public object _core
+    cdef public FrameReader _reader
+    cdef public object _queue
+    cdef public object _waiter
+    cdef public object _rbuf
+    cdef public bint _eof
+    cdef public bint _write_paused
+    cdef public bint _failure_deferred
+    cdef public bint _mask_frames
+    cdef public Py_ssize_t _max_queue
+    cdef public int _read_pauses
+
+    async def recv(self):
+        """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
+        queue = self._queue
+        if queue:
+            msg = queue.popleft()
+            if self._read_pauses and len(queue) <= (self._max_queue >> 1):
+                self._resume(_PAUSE_QUEUE)
+            return msg
+        if self._eof:
+            return None
+        if self._failure_deferred:
+            self._fail_now()
+            return None
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            raise RuntimeError("recv() is already being awaited on this connection")
+        # _deliver and the subclass's _end clear _waiter when they resolve it; a cancelled one
+        # is simply replaced here (and _deliver queues instead of resolving a done future).
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        return await waiter
+
+    def send(self, data, flush=False):
+        """Send ``str`` as a text message, bytes-like as a binary message.
+
+        The frame is handed to the transport at once. With ``flush=True`` this waits until the
+        transport's write buffer is below its high-water mark; without it, it waits only when
+        the buffer is far above it, so that a peer that does not read cannot make memory grow
+        without bound. Raises ``ConnectionClosed`` once the connection is closing or closed.
+
+        An iterable or async iterable of ``str`` (or of bytes-like) pieces is sent as one
+        fragmented message, a frame per piece. Mixing ``str`` and bytes raises ``TypeError``;
+        another ``send`` while the pieces go out raises ``RuntimeError``; if the iterable fails
+        halfway, the connection is failed with 1011 (half a message cannot be taken back) and
+        the error is re-raised.
+        """
+        # Not a coroutine function: a small message is written here, at the call, and what
+        # comes back is a shared, already finished awaitable, so the common case allocates no
+        # coroutine. Whatever may have to wait returns a real coroutine.
+        kind = type(data)
+        if ((kind is bytes or kind is str) and len(data) < _LARGE_PAYLOAD
+                and self._core.send_fast):
+            self._transport.write(
+                _frame_of(0x1 if kind is str else 0x2, data, self._mask_frames, True))
+            if self._write_paused:
+                return self._drain_after_send(flush)
+            return _SENT
+        return self._send_other(data, flush)
+
+    def get_buffer(self, Py_ssize_t sizehint):
+        return self._rbuf
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        self._deliver(self._reader._feed_object(self._rbuf, nbytes))
+
+    def data_received(self, data):
+        self._deliver(self._reader._feed_object(data, -1))
+
+    cdef int _deliver(self, list msgs) except -1:
+        # Without attention the reader returned messages only (no control tuples).
+        cdef bint attention = self._reader.attention
+        if attention:
+            msgs = self._core.process(msgs)
+        if msgs:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                # Hand the first message straight to the waiting recv(): no queue round trip.
+                self._waiter = None
+                waiter.set_result(msgs[0])
+                if len(msgs) > 1:
+                    self._push(msgs[1:])
+            else:
+                self._push(msgs)
+        if attention:
+            self._handle_events(bool(msgs))
+        return 0
+
+    def _enqueue(self, list msgs):
+        self._push(msgs)
+
+    cdef int _push(self, list msgs) except -1:
+        queue = self._queue
+        queue.extend(msgs)
+        if len(queue) >= self._max_queue:
+            # Section 10.4's concern: stop reading rather than buffer without bound.
+            self._pause(_PAUSE_QUEUE)
+        return 0
+
+    def _pause_reading(self, int reason):
+        self._pause(reason)
+
+    def _resume_reading(self, int reason):
+        self._resume(reason)
+
+    cdef int _pause(self, int reason) except -1:
+        if not self._read_pauses:
+            self._transport.pause_reading()
+        self._read_pauses |= reason
+        return 0
+
+    cdef int _resume(self, int reason) except -1:
+        if self._read_pauses & reason:
+            self._read_pauses &= ~reason
+            if not self._read_pauses and not self._transport.is_closing():
+                self._transport.resume_reading()
+        return 0

@@ -19,10 +19,10 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
-from ._kernels import build_message
+from ._kernels import PAUSE_QUEUE, MessagePump
 from .exceptions import ConnectionClosed
 from .handshake import Request, Response
-from .protocol import CLOSED, LARGE_PAYLOAD, OPEN, Data, Fragment, Message, Outgoing, Protocol
+from .protocol import CLOSED, OPEN, Data, Fragment, Message, Outgoing, Protocol
 
 __all__ = ["Websocket", "Settings", "broadcast", "websocket_class"]
 
@@ -30,12 +30,12 @@ logger = logging.getLogger("asyncws")
 
 
 # Reasons reading is paused (bits of Websocket._read_pauses).
-_PAUSE_QUEUE = 1  # max_queue messages wait for recv()
+_PAUSE_QUEUE = PAUSE_QUEUE  # max_queue messages wait for recv()
 _PAUSE_WRITE = 2  # our replies to the peer (Pongs) wait in a full write buffer
 _PAUSE_FAILURE = 4  # a violation waits behind messages not yet read
 
 
-class Websocket(asyncio.Protocol):
+class Websocket(MessagePump, asyncio.Protocol):
     """An open WebSocket connection (client or server side).
 
     ``recv()`` returns the next whole message: ``str`` for text, ``bytes`` for binary, and None
@@ -54,28 +54,15 @@ class Websocket(asyncio.Protocol):
         "request",
         "response",
         "subprotocol",
-        "_transport",
-        "_loop",
-        "_core",
-        "_queue",
-        "_waiter",
-        "_eof",
-        "_max_queue",
-        "_read_pauses",
-        "_write_paused",
         "_drain_waiters",
         "_lost",
         "_close_timeout",
         "_close_timer",
         "_ping_waiters",
         "_peer",
-        "_failure_deferred",
-        "_reader",
-        "_feed",
         "_keepalive",
         "_keepalive_payload",
         "_settings",
-        "_rbuf",
     )
 
     def __init__(
@@ -105,7 +92,7 @@ class Websocket(asyncio.Protocol):
         # The receive hot path calls the protocol's frame reader directly (one C call per
         # chunk) and involves the protocol only when the reader flags ``attention``.
         self._reader = core.reader
-        self._feed = core.reader.feed
+        self._mask_frames = core.is_client
         self._rbuf = _read_buffer()
         self._queue: deque[Message] = deque()
         self._waiter: asyncio.Future[Message | None] | None = None
@@ -159,28 +146,6 @@ class Websocket(asyncio.Protocol):
         """A future done once the underlying connection is closed."""
         return self._lost
 
-    async def recv(self) -> Message | None:
-        """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
-        queue = self._queue
-        if queue:
-            msg = queue.popleft()
-            if self._read_pauses and len(queue) <= self._max_queue >> 1:
-                self._resume_reading(_PAUSE_QUEUE)
-            return msg
-        if self._eof:
-            return None
-        if self._failure_deferred:
-            self._fail_now()
-            return None
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            raise RuntimeError("recv() is already being awaited on this connection")
-        # data_received and _end clear _waiter when they resolve it; a cancelled one is simply
-        # replaced here (and data_received queues instead of resolving a done future).
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        return await waiter
-
     async def recv_streaming(self) -> AsyncIterator[Message]:
         """Receive the next message piece by piece, without holding it whole: an async iterator
         over its fragments (``str`` pieces for text, ``bytes`` for binary) as they arrive. A
@@ -208,34 +173,20 @@ class Websocket(asyncio.Protocol):
             if item is None:
                 return
 
-    async def send(self, data: Data, flush: bool = False) -> None:
-        """Send ``str`` as a text message, bytes-like as a binary message.
-
-        The frame is handed to the transport at once. With ``flush=True`` this waits until the
-        transport's write buffer is below its high-water mark; without it, it waits only when
-        the buffer is far above it, so that a peer that does not read cannot make memory grow
-        without bound. Raises ``ConnectionClosed`` once the connection is closing or closed.
-
-        An iterable or async iterable of ``str`` (or of bytes-like) pieces is sent as one
-        fragmented message, a frame per piece. Mixing ``str`` and bytes raises ``TypeError``;
-        another ``send`` while the pieces go out raises ``RuntimeError``; if the iterable fails
-        halfway, the connection is failed with 1011 (half a message cannot be taken back) and
-        the error is re-raised.
-        """
-        core = self._core
-        transport = self._transport
-        kind = type(data)
-        if (kind is bytes or kind is str) and core.send_fast and len(data) < LARGE_PAYLOAD:
-            # The common case in one kernel call; send_data handles the rest (closed, large,
-            # compressed, other buffers).
-            transport.write(build_message(data, core.is_client))
-        elif isinstance(data, (str, bytes, bytearray, memoryview)):
-            self._write(core.send_data(data))
+    async def _send_other(self, data: Data, flush: bool) -> None:
+        """send() for what its fast path leaves: closed or compressed connections, large
+        payloads, other buffers, and (async) iterables of fragments."""
+        if isinstance(data, (str, bytes, bytearray, memoryview)):
+            self._write(self._core.send_data(data))
         else:
             await self._send_fragments(data)
         if self._write_paused:
-            if flush or transport.get_write_buffer_size() > 4 * _high_water(transport):
-                await self._drain()
+            await self._drain_after_send(flush)
+
+    async def _drain_after_send(self, flush: bool) -> None:
+        transport = self._transport
+        if flush or transport.get_write_buffer_size() > 4 * _high_water(transport):
+            await self._drain()
 
     def _write(self, frame: Outgoing) -> None:
         transport = self._transport
@@ -320,53 +271,6 @@ class Websocket(asyncio.Protocol):
         return f"<Websocket {side} peer={self._peer!r} state={self._core.state}>"
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        # Every connection of this thread reads into the same buffer: buffer_updated parses it
-        # at once and keeps nothing of it, so an idle connection costs no buffer at all, and a
-        # read costs no allocation (asyncio's selector transports otherwise allocate 256 KiB
-        # for each read of a plain Protocol).
-        return self._rbuf
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._rbuf[:nbytes])  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        # Without attention the reader returned messages only (no control tuples).
-        msgs: list[Message] = self._feed(data)  # type: ignore[assignment]
-        attention = self._reader.attention
-        if attention:
-            msgs = self._core.process(msgs)
-        if msgs:
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                # Hand the first message straight to the waiting recv(): no queue round trip.
-                self._waiter = None
-                waiter.set_result(msgs[0])
-                if len(msgs) > 1:
-                    self._enqueue(msgs[1:])
-            else:
-                self._enqueue(msgs)
-        if attention:
-            self._handle_events(bool(msgs))
-
-    def _enqueue(self, msgs: list[Message]) -> None:
-        queue = self._queue
-        queue.extend(msgs)
-        if len(queue) >= self._max_queue:
-            # Section 10.4's concern: stop reading rather than buffer without bound.
-            self._pause_reading(_PAUSE_QUEUE)
-
-    def _pause_reading(self, reason: int) -> None:
-        if not self._read_pauses:
-            self._transport.pause_reading()
-        self._read_pauses |= reason
-
-    def _resume_reading(self, reason: int) -> None:
-        if self._read_pauses & reason:
-            self._read_pauses &= ~reason
-            if not self._read_pauses and not self._transport.is_closing():
-                self._transport.resume_reading()
 
     def _handle_events(self, delivered: bool) -> None:
         """What receive_data produced besides messages: replies, pongs, failure, closing."""
