@@ -36,8 +36,8 @@ if not _FORCED_OFF:
         from ._speedups import (
             LARGE_PAYLOAD,
             PAUSE_QUEUE,
-            MessagePump,
             FrameReader,
+            MessagePump,
             Utf8Validator,
             apply_mask,
             apply_mask_inplace,
@@ -60,8 +60,8 @@ if not HAS_SPEEDUPS:
     from ._purepython import (  # type: ignore[assignment]
         LARGE_PAYLOAD,
         PAUSE_QUEUE,
-        MessagePump,
         FrameReader,
+        MessagePump,
         Utf8Validator,
         apply_mask,
         apply_mask_inplace,

@@ -25,6 +25,7 @@ __all__ = [
     "build_message",
     "MessagePump",
     "Sent",
+    "Receiving",
     "LARGE_PAYLOAD",
     "PAUSE_QUEUE",
 ]
@@ -482,7 +483,7 @@ class Sent(Coroutine[Any, Any, None]):
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, None]:
-        return self  # type: ignore[return-value]
+        return self
 
     def __iter__(self) -> Sent:
         return self
@@ -501,6 +502,49 @@ class Sent(Coroutine[Any, Any, None]):
 
 
 _SENT = Sent()
+
+
+class Receiving(Coroutine[Any, Any, Any]):
+    """The awaitable ``MessagePump.recv`` returns: either a message already taken from the
+    queue (or None once closed), or the waiter future a coming message will resolve, which
+    ``await`` then waits on directly. It is a ``collections.abc.Coroutine`` so that
+    ``asyncio.create_task``, ``gather`` and ``wait_for`` take it like a coroutine."""
+
+    __slots__ = ("_value", "_future", "_iter")
+
+    def __init__(self, value: Any = None, future: Any = None) -> None:
+        self._value = value
+        self._future = future
+        self._iter: Any = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._future is None:
+            return self
+        return self._future.__await__()  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Receiving:
+        return self
+
+    def __next__(self) -> Any:
+        if self._future is not None:
+            if self._iter is None:
+                self._iter = self._future.__await__()
+            return next(self._iter)
+        raise StopIteration(self._value)
+
+    def send(self, value: Any) -> Any:
+        return self.__next__()
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if self._iter is not None:
+            return self._iter.throw(typ if val is None else val)
+        raise typ if val is None else val
+
+    def close(self) -> None:
+        pass
+
+
+_CLOSED = Receiving()
 
 
 class MessagePump:
@@ -545,19 +589,22 @@ class MessagePump:
     _max_queue: int
     _read_pauses: int
 
-    async def recv(self) -> Any:
+    def recv(self) -> Coroutine[Any, Any, Any]:
         """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
+        # Not a coroutine function: the message is taken (or the waiter made) here, at the
+        # call, and the awaitable returned is a small Receiving, which hands over the message
+        # or, when there is none yet, awaits the waiter future directly: no coroutine.
         queue = self._queue
         if queue:
-            msg = queue.popleft()
+            received = Receiving(queue.popleft())
             if self._read_pauses and len(queue) <= self._max_queue >> 1:
                 self._resume_reading(PAUSE_QUEUE)
-            return msg
+            return received
         if self._eof:
-            return None
+            return _CLOSED
         if self._failure_deferred:
             self._fail_now()  # type: ignore[attr-defined]
-            return None
+            return _CLOSED
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise RuntimeError("recv() is already being awaited on this connection")
@@ -565,7 +612,7 @@ class MessagePump:
         # is simply replaced here (and _deliver queues instead of resolving a done future).
         waiter = self._loop.create_future()
         self._waiter = waiter
-        return await waiter
+        return Receiving(None, waiter)
 
     def send(self, data: Any, flush: bool = False) -> Coroutine[Any, Any, None]:
         """Send ``str`` as a text message, bytes-like as a binary message.

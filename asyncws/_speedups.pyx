@@ -20,6 +20,7 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
+from cpython.exc cimport PyErr_SetObject
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -39,6 +40,7 @@ __all__ = [
     "build_message",
     "MessagePump",
     "Sent",
+    "Receiving",
     "LARGE_PAYLOAD",
     "PAUSE_QUEUE",
 ]
@@ -848,6 +850,54 @@ _abc.Coroutine.register(Sent)
 cdef Sent _SENT = Sent()
 
 
+@cython.final
+@cython.freelist(8)
+cdef class Receiving:
+    """The awaitable ``MessagePump.recv`` returns: either a message already taken from the
+    queue (or None once closed), or the waiter future a coming message will resolve, which
+    ``await`` then waits on directly. It registers as a ``collections.abc.Coroutine`` so that
+    ``asyncio.create_task``, ``gather`` and ``wait_for`` take it like a coroutine."""
+
+    cdef object _value
+    cdef object _future
+    cdef object _iter
+
+    def __await__(self):
+        if self._future is None:
+            return self
+        return self._future.__await__()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._future is not None:
+            if self._iter is None:
+                self._iter = self._future.__await__()
+            return next(self._iter)
+        if self._value is not None:
+            # The result travels in the StopIteration; the bare raise below then returns
+            # NULL without replacing it (Cython's StopIteration fast path in __next__), so no
+            # exception object or traceback is built when the interpreter can avoid it.
+            PyErr_SetObject(StopIteration, self._value)
+        raise StopIteration
+
+    def send(self, value):
+        return self.__next__()
+
+    def throw(self, typ, val=None, tb=None):
+        if self._iter is not None:
+            return self._iter.throw(typ if val is None else val)
+        raise typ if val is None else val
+
+    def close(self):
+        pass
+
+
+_abc.Coroutine.register(Receiving)
+cdef Receiving _CLOSED = Receiving()
+
+
 cdef class MessagePump:
     """The per-message path of an open connection, as the base of ``connection.Websocket``.
 
@@ -874,19 +924,24 @@ cdef class MessagePump:
     cdef public Py_ssize_t _max_queue
     cdef public int _read_pauses
 
-    async def recv(self):
+    def recv(self):
         """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
+        # Not a coroutine function: the message is taken (or the waiter made) here, at the
+        # call, and the awaitable returned is a small Receiving, which hands over the message
+        # or, when there is none yet, awaits the waiter future directly: no coroutine.
+        cdef Receiving received
         queue = self._queue
         if queue:
-            msg = queue.popleft()
+            received = Receiving.__new__(Receiving)
+            received._value = queue.popleft()
             if self._read_pauses and len(queue) <= (self._max_queue >> 1):
                 self._resume(_PAUSE_QUEUE)
-            return msg
+            return received
         if self._eof:
-            return None
+            return _CLOSED
         if self._failure_deferred:
             self._fail_now()
-            return None
+            return _CLOSED
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise RuntimeError("recv() is already being awaited on this connection")
@@ -894,7 +949,9 @@ cdef class MessagePump:
         # is simply replaced here (and _deliver queues instead of resolving a done future).
         waiter = self._loop.create_future()
         self._waiter = waiter
-        return await waiter
+        received = Receiving.__new__(Receiving)
+        received._future = waiter
+        return received
 
     def send(self, data, flush=False):
         """Send ``str`` as a text message, bytes-like as a binary message.

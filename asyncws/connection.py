@@ -65,6 +65,10 @@ class Websocket(MessagePump, asyncio.Protocol):
         "_settings",
     )
 
+    # Declared (as slots) by MessagePump; typed here for this module.
+    _core: Protocol
+    _transport: asyncio.Transport
+
     def __init__(
         self,
         transport: asyncio.Transport,

@@ -223,6 +223,46 @@ def test_concurrent_recv_is_an_error() -> None:
     run(main())
 
 
+def test_recv_and_send_work_with_asyncio_task_helpers() -> None:
+    # recv() and send() return light awaitables, not coroutines: asyncio's helpers must still
+    # take them, both when the message is already queued and when recv() has to wait.
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            await asyncio.create_task(ws.send("a"))
+            await asyncio.gather(ws.send("b"), ws.send(b"c"))
+            await asyncio.wait_for(ws.send("d"), 5)
+            assert await asyncio.create_task(ws.recv()) == "a"  # waits for the echo
+            while len(ws._queue) < 3:  # let "b", "c" and "d" arrive and queue
+                await asyncio.sleep(0.01)
+            assert await asyncio.create_task(ws.recv()) == "b"  # already queued
+            assert await asyncio.wait_for(ws.recv(), 5) == b"c"
+            assert await asyncio.gather(ws.recv()) == ["d"]
+            waiting = asyncio.create_task(ws.recv())
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            await ws.send("e")
+            assert await waiting == "e"
+            await ws.close()
+            assert await asyncio.create_task(ws.recv()) is None
+            assert await ws.recv() is None
+
+    run(main())
+
+
+def test_send_writes_at_the_call() -> None:
+    # The frame is in the transport when send() returns, even before the await.
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            sent = ws.send("now")
+            assert await asyncio.wait_for(ws.recv(), 5) == "now"
+            await sent
+            await ws.close()
+
+    run(main())
+
+
 def test_cancelled_recv_loses_no_message() -> None:
     async def main() -> None:
         async with Server() as server:
