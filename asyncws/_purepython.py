@@ -510,12 +510,13 @@ class Receiving(Coroutine[Any, Any, Any]):
     ``await`` then waits on directly. It is a ``collections.abc.Coroutine`` so that
     ``asyncio.create_task``, ``gather`` and ``wait_for`` take it like a coroutine."""
 
-    __slots__ = ("_value", "_future", "_iter")
+    __slots__ = ("_value", "_future", "_iter", "_end_iteration")
 
-    def __init__(self, value: Any = None, future: Any = None) -> None:
+    def __init__(self, value: Any = None, future: Any = None, end_iteration: bool = False) -> None:
         self._value = value
         self._future = future
         self._iter: Any = None
+        self._end_iteration = end_iteration
 
     def __await__(self) -> Generator[Any, None, Any]:
         if self._future is None:
@@ -530,6 +531,8 @@ class Receiving(Coroutine[Any, Any, Any]):
             if self._iter is None:
                 self._iter = self._future.__await__()
             return next(self._iter)
+        if self._value is None and self._end_iteration:
+            raise StopAsyncIteration
         raise StopIteration(self._value)
 
     def send(self, value: Any) -> Any:
@@ -545,6 +548,7 @@ class Receiving(Coroutine[Any, Any, Any]):
 
 
 _CLOSED = Receiving()
+_END_OF_ITERATION = Receiving(end_iteration=True)
 
 
 class MessagePump:
@@ -570,6 +574,7 @@ class MessagePump:
         "_eof",
         "_write_paused",
         "_failure_deferred",
+        "_waiter_iterates",
         "_mask_frames",
         "_max_queue",
         "_read_pauses",
@@ -585,15 +590,26 @@ class MessagePump:
     _eof: bool
     _write_paused: bool
     _failure_deferred: bool
+    _waiter_iterates: bool
     _mask_frames: bool
     _max_queue: int
     _read_pauses: int
 
     def recv(self) -> Coroutine[Any, Any, Any]:
         """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
-        # Not a coroutine function: the message is taken (or the waiter made) here, at the
-        # call, and the awaitable returned is a small Receiving, which hands over the message
-        # or, when there is none yet, awaits the waiter future directly: no coroutine.
+        return self._receive(False)
+
+    def __aiter__(self) -> MessagePump:
+        return self
+
+    def __anext__(self) -> Coroutine[Any, Any, Any]:
+        return self._receive(True)
+
+    def _receive(self, iterating: bool) -> Receiving:
+        # Not a coroutine: the message is taken (or the waiter made) here, at the call, and
+        # the awaitable returned is a small Receiving, which hands over the message or, when
+        # there is none yet, awaits the waiter future directly. ``iterating`` (__anext__) ends
+        # with StopAsyncIteration where recv() returns None.
         queue = self._queue
         if queue:
             received = Receiving(queue.popleft())
@@ -601,10 +617,10 @@ class MessagePump:
                 self._resume_reading(PAUSE_QUEUE)
             return received
         if self._eof:
-            return _CLOSED
+            return _END_OF_ITERATION if iterating else _CLOSED
         if self._failure_deferred:
             self._fail_now()  # type: ignore[attr-defined]
-            return _CLOSED
+            return _END_OF_ITERATION if iterating else _CLOSED
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise RuntimeError("recv() is already being awaited on this connection")
@@ -612,6 +628,7 @@ class MessagePump:
         # is simply replaced here (and _deliver queues instead of resolving a done future).
         waiter = self._loop.create_future()
         self._waiter = waiter
+        self._waiter_iterates = iterating
         return Receiving(None, waiter)
 
     def send(self, data: Any, flush: bool = False) -> Coroutine[Any, Any, None]:

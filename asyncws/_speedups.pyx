@@ -861,6 +861,7 @@ cdef class Receiving:
     cdef object _value
     cdef object _future
     cdef object _iter
+    cdef bint _end_iteration
 
     def __await__(self):
         if self._future is None:
@@ -880,6 +881,8 @@ cdef class Receiving:
             # NULL without replacing it (Cython's StopIteration fast path in __next__), so no
             # exception object or traceback is built when the interpreter can avoid it.
             PyErr_SetObject(StopIteration, self._value)
+        elif self._end_iteration:
+            raise StopAsyncIteration
         raise StopIteration
 
     def send(self, value):
@@ -896,6 +899,8 @@ cdef class Receiving:
 
 _abc.Coroutine.register(Receiving)
 cdef Receiving _CLOSED = Receiving()
+cdef Receiving _END_OF_ITERATION = Receiving()
+_END_OF_ITERATION._end_iteration = True
 
 
 cdef class MessagePump:
@@ -920,15 +925,27 @@ cdef class MessagePump:
     cdef public bint _eof
     cdef public bint _write_paused
     cdef public bint _failure_deferred
+    # Whether _waiter was made by __anext__ (the end then raises StopAsyncIteration in it).
+    cdef public bint _waiter_iterates
     cdef public bint _mask_frames
     cdef public Py_ssize_t _max_queue
     cdef public int _read_pauses
 
     def recv(self):
         """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
-        # Not a coroutine function: the message is taken (or the waiter made) here, at the
-        # call, and the awaitable returned is a small Receiving, which hands over the message
-        # or, when there is none yet, awaits the waiter future directly: no coroutine.
+        return self._receive(False)
+
+    def __aiter__(self):
+        return self
+
+    def __anext__(self):
+        return self._receive(True)
+
+    cdef Receiving _receive(self, bint iterating):
+        # Not a coroutine: the message is taken (or the waiter made) here, at the call, and
+        # the awaitable returned is a small Receiving, which hands over the message or, when
+        # there is none yet, awaits the waiter future directly. ``iterating`` (__anext__) ends
+        # with StopAsyncIteration where recv() returns None.
         cdef Receiving received
         queue = self._queue
         if queue:
@@ -938,10 +955,10 @@ cdef class MessagePump:
                 self._resume(_PAUSE_QUEUE)
             return received
         if self._eof:
-            return _CLOSED
+            return _END_OF_ITERATION if iterating else _CLOSED
         if self._failure_deferred:
             self._fail_now()
-            return _CLOSED
+            return _END_OF_ITERATION if iterating else _CLOSED
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise RuntimeError("recv() is already being awaited on this connection")
@@ -949,6 +966,7 @@ cdef class MessagePump:
         # is simply replaced here (and _deliver queues instead of resolving a done future).
         waiter = self._loop.create_future()
         self._waiter = waiter
+        self._waiter_iterates = iterating
         received = Receiving.__new__(Receiving)
         received._future = waiter
         return received

@@ -260,16 +260,6 @@ class Websocket(MessagePump, asyncio.Protocol):
         """Send an unsolicited Pong (a unidirectional heartbeat, section 5.5.3)."""
         self._transport.write(self._core.send_pong(data))
 
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Message]:
-        while True:
-            msg = await self.recv()
-            if msg is None:
-                return
-            yield msg
-
     def __repr__(self) -> str:
         side = "client" if self._core.is_client else "server"
         return f"<Websocket {side} peer={self._peer!r} state={self._core.state}>"
@@ -339,14 +329,18 @@ class Websocket(MessagePump, asyncio.Protocol):
     # -- internals -----------------------------------------------------------------------------
 
     def _end(self) -> None:
-        """No more messages will arrive: wake a waiting recv() with None."""
+        """No more messages will arrive: wake a waiting recv() with None (a waiting
+        ``async for`` with the end of the iteration)."""
         if self._eof:
             return
         self._eof = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             self._waiter = None
-            waiter.set_result(None)
+            if self._waiter_iterates:
+                waiter.set_exception(StopAsyncIteration())
+            else:
+                waiter.set_result(None)
 
     def _fail_now(self) -> None:
         """Send the Close for the pending protocol violation and close."""

@@ -208,6 +208,24 @@ def test_ping_pong_and_async_iteration() -> None:
     run(main())
 
 
+def test_async_iteration_ends_when_the_peer_closes_while_it_waits() -> None:
+    async def handler(ws: asyncws.Websocket) -> None:
+        await ws.send("first")
+        await asyncio.sleep(0.05)  # the client's loop is waiting by now
+        await ws.close(1001, "bye")
+
+    async def main() -> None:
+        async with Server(handler) as server:
+            ws = await asyncws.connect(server.url())
+            got = [m async for m in ws]
+            assert got == ["first"]
+            assert ws.close_code == 1001
+            assert [m async for m in ws] == []  # and stays ended
+            assert await ws.recv() is None
+
+    run(main())
+
+
 def test_concurrent_recv_is_an_error() -> None:
     async def main() -> None:
         async with Server() as server:
