@@ -12,7 +12,7 @@ Modes:
   pipelined  ``--inflight`` (100) messages in flight: a new one is sent per echo received
 
 Implementations (``--impl``; the server and the client of a row use the same library):
-  tcp           asyncio.Protocol echo of the same payload with a 4-byte length prefix: the floor
+  tcp           a plain asyncio.Protocol echo of the same bytes, unframed: the floor
   asyncws       asyncws with its Cython kernels (fails the row if they are not there)
   asyncws-pure  asyncws with ASYNCWS_NO_SPEEDUPS=1
   websockets    websockets.asyncio server/client, compression=None
@@ -189,65 +189,19 @@ def tune_socket(transport) -> None:
         pass
 
 
-class LengthPrefixedProtocol(asyncio.BufferedProtocol):
-    """Messages framed as ``len (4 bytes, big endian) + payload``, read with ``recv_into`` into
-    one reusable buffer (as picows does). A plain ``asyncio.Protocol`` would be a poor floor:
-    asyncio then allocates a fresh 256 KiB bytes object per ``recv`` (mmap/mremap/munmap per
-    message), which makes it slower than the WebSocket libraries built on BufferedProtocol.
-
-    ``on_message(view)`` gets a memoryview of the whole frame (prefix included), valid only
-    during the call."""
-
-    MIN_FREE = 16384  # also the initial size, as picows' default read buffer (memory.py)
+class TcpEchoServerProtocol(asyncio.Protocol):
+    """The floor's server: every byte received is written back as it comes, with no framing
+    and no parsing at all (the client knows the message size). On uvloop ``data_received`` is
+    its cheapest read path (uvloop reads into its own buffer); asyncio's selector transports
+    would allocate 256 KiB per read for a plain Protocol, so there ``_BufferedTcpEcho`` reads
+    into one reusable buffer instead."""
 
     def connection_made(self, transport):
         self.transport = transport
-        self.buf = bytearray(self.MIN_FREE)
-        self.start = self.end = 0
-        self.need = 4
         tune_socket(transport)
 
-    def get_buffer(self, sizehint):
-        buf, start, end = self.buf, self.start, self.end
-        want = max(self.MIN_FREE, self.need - (end - start))
-        if len(buf) - end < want:
-            live = end - start
-            if live + want <= len(buf):
-                buf[:live] = buf[start:end]  # compact in place (no resize)
-            else:
-                new = bytearray(max(2 * len(buf), live + want))
-                new[:live] = buf[start:end]
-                self.buf = buf = new
-            self.start, self.end = 0, live
-            end = live
-        return memoryview(buf)[end:]
-
-    def buffer_updated(self, nbytes):
-        self.end += nbytes
-        buf, start, end = self.buf, self.start, self.end
-        with memoryview(buf) as mv:
-            while end - start >= 4:
-                stop = start + 4 + int.from_bytes(mv[start : start + 4], "big")
-                if stop > end:
-                    self.need = stop - start
-                    break
-                self.on_message(mv[start:stop])
-                start = stop
-            else:
-                self.need = 4
-        if start == end:
-            start = end = 0
-        self.start, self.end = start, end
-
-    def on_message(self, view):
-        raise NotImplementedError
-
-
-class TcpEchoServerProtocol(LengthPrefixedProtocol):
-    """Length-prefixed echo: every complete frame is written back (one copy, like a message)."""
-
-    def on_message(self, view):
-        self.transport.write(bytes(view))
+    def data_received(self, data):
+        self.transport.write(data)
 
     # Back-pressure, as the WebSocket servers get from ``await send()``: without it a pipelined
     # client makes the transport's write buffer grow without bound, and CPython 3.11's bytearray
@@ -259,9 +213,23 @@ class TcpEchoServerProtocol(LengthPrefixedProtocol):
         self.transport.resume_reading()
 
 
+class _BufferedTcpEcho(TcpEchoServerProtocol, asyncio.BufferedProtocol):
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.view = memoryview(bytearray(262144))
+
+    def get_buffer(self, sizehint):
+        return self.view
+
+    def buffer_updated(self, nbytes):
+        self.transport.write(bytes(self.view[:nbytes]))
+
+
 async def serve_tcp(ssl_ctx):
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(TcpEchoServerProtocol, HOST, 0, ssl=ssl_ctx)
+    uv = type(loop).__module__.startswith("uvloop")
+    proto = TcpEchoServerProtocol if uv else _BufferedTcpEcho
+    server = await loop.create_server(proto, HOST, 0, ssl=ssl_ctx)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -548,14 +516,32 @@ async def client_tcp(port, ssl_ctx, drv, kind, timeout):
     loop = asyncio.get_running_loop()
     run = CallbackRun(drv)
     payload = drv.msg.encode() if kind == "text" else drv.msg
-    frame = len(payload).to_bytes(4, "big") + payload
+    size = len(payload)
 
-    text = kind == "text"
+    class Proto(asyncio.Protocol):
+        """Counts the echoed bytes: each ``size`` of them completes one message. The first
+        echo is checked byte for byte (then handed on as the message it carries)."""
 
-    class Proto(LengthPrefixedProtocol):
-        def on_message(self, view):
-            got = view[4:]
-            run.on_message(str(got, "utf-8") if text else bytes(got))
+        def connection_made(self, transport):
+            tune_socket(transport)
+            self.pending = 0
+            self.first = bytearray()
+
+        def data_received(self, data):
+            if self.first is not None:
+                self.first += data
+                if len(self.first) < size:
+                    return
+                if bytes(self.first[:size]) != payload:
+                    run.lost("the first echo differs from the message")
+                    return
+                data, self.first = self.first[size:], None
+                run.on_message(drv.msg)
+            pending = self.pending + len(data)
+            while pending >= size:
+                pending -= size
+                run.on_message(drv.msg)
+            self.pending = pending
 
         def connection_lost(self, exc):
             run.lost(exc)
@@ -569,7 +555,7 @@ async def client_tcp(port, ssl_ctx, drv, kind, timeout):
     transport, _ = await loop.create_connection(
         Proto, HOST, port, ssl=ssl_ctx, server_hostname=HOST if ssl_ctx else None
     )
-    run.send = lambda m: transport.write(frame)
+    run.send = lambda m: transport.write(payload)
     run.begin()
     try:
         await asyncio.wait_for(run.done, timeout)
