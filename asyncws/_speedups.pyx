@@ -29,6 +29,19 @@ from libc.string cimport memcpy
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
 
+cdef extern from *:
+    """
+    /* fut.__await__() through the type's slot: no attribute lookup, no bound method. */
+    static PyObject *asyncws_await_iter(PyObject *o) {
+        PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;
+        if (am != NULL && am->am_await != NULL) {
+            return am->am_await(o);
+        }
+        return PyObject_CallMethod(o, "__await__", NULL);
+    }
+    """
+    object _await_iter "asyncws_await_iter"(object o)
+
 
 __all__ = [
     "apply_mask",
@@ -866,7 +879,7 @@ cdef class Receiving:
     def __await__(self):
         if self._future is None:
             return self
-        return self._future.__await__()
+        return _await_iter(self._future)
 
     def __iter__(self):
         return self
@@ -874,7 +887,7 @@ cdef class Receiving:
     def __next__(self):
         if self._future is not None:
             if self._iter is None:
-                self._iter = self._future.__await__()
+                self._iter = _await_iter(self._future)
             return next(self._iter)
         if self._value is not None:
             # The result travels in the StopIteration; the bare raise below then returns
