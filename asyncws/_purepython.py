@@ -578,6 +578,10 @@ class MessagePump:
         "_mask_frames",
         "_max_queue",
         "_read_pauses",
+        "_corked",
+        "_uncork_scheduled",
+        "_pending",
+        "_pending_size",
     )
 
     _transport: Any
@@ -594,6 +598,18 @@ class MessagePump:
     _mask_frames: bool
     _max_queue: int
     _read_pauses: int
+    # Write coalescing: while messages that arrived together are answered, small frames wait
+    # in _pending and go out in one write (see _hold).
+    _corked: bool
+    _uncork_scheduled: bool
+    _pending: list[bytes] | None
+    _pending_size: int
+
+    def __init__(self) -> None:
+        self._corked = False
+        self._uncork_scheduled = False
+        self._pending = None
+        self._pending_size = 0
 
     def recv(self) -> Coroutine[Any, Any, Any]:
         """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
@@ -624,6 +640,9 @@ class MessagePump:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise RuntimeError("recv() is already being awaited on this connection")
+        if self._pending_size:
+            # About to wait, perhaps for the answer to what is pending: write it now.
+            self._write_pending()
         # _deliver and the subclass's _end clear _waiter when they resolve it; a cancelled one
         # is simply replaced here (and _deliver queues instead of resolving a done future).
         waiter = self._loop.create_future()
@@ -650,7 +669,11 @@ class MessagePump:
         # coroutine. Whatever may have to wait returns a real coroutine.
         kind = type(data)
         if (kind is bytes or kind is str) and len(data) < LARGE_PAYLOAD and self._core.send_fast:
-            self._transport.write(build_frame(0x1 if kind is str else 0x2, data, self._mask_frames))
+            frame = build_frame(0x1 if kind is str else 0x2, data, self._mask_frames)
+            if self._corked:
+                self._hold(frame, flush)
+            else:
+                self._transport.write(frame)
             if self._write_paused:
                 return self._drain_after_send(flush)  # type: ignore[attr-defined,no-any-return]
             return _SENT
@@ -670,6 +693,10 @@ class MessagePump:
         attention = self._reader.attention
         if attention:
             msgs = self._core.process(msgs)
+        if len(msgs) > 1:
+            self._corked = True
+        elif self._corked and msgs and not self._pending_size:
+            self._corked = False
         if msgs:
             waiter = self._waiter
             if waiter is not None and not waiter.done():
@@ -682,6 +709,49 @@ class MessagePump:
                 self._enqueue(msgs)
         if attention:
             self._handle_events(bool(msgs))  # type: ignore[attr-defined]
+
+    # Write coalescing. A chunk that completes several messages is a burst (a pipelining
+    # peer): the frames the application sends while it works through them are held and
+    # written together, when it next waits in recv(), when 64 KiB are held, or at the latest
+    # by a callback the first held frame schedules for the loop's next pass. One write per
+    # burst instead of one system call per frame. A message that arrives alone ends the burst:
+    # request/response traffic is never held. Every other write goes through _write_bytes,
+    # which writes what is held first, so frames keep their order.
+
+    def _hold(self, frame: bytes, flush: bool) -> None:
+        if self._pending is None:
+            self._pending = []
+        self._pending.append(frame)
+        self._pending_size += len(frame)
+        if not self._uncork_scheduled:
+            self._uncork_scheduled = True
+            self._loop.call_soon(self._uncork)
+        if flush or self._pending_size >= 65536:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        frames = self._pending
+        self._pending = None
+        self._pending_size = 0
+        if frames and not self._transport.is_closing():
+            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def _uncork(self) -> None:
+        self._uncork_scheduled = False
+        self._corked = False
+        if self._pending_size:
+            self._write_pending()
+
+    def _write_held(self) -> None:
+        """Write the frames held for coalescing, if any."""
+        if self._pending_size:
+            self._write_pending()
+
+    def _write_bytes(self, data: bytes) -> None:
+        """Write ``data`` to the transport after any frames held for coalescing."""
+        if self._pending_size:
+            self._write_pending()
+        self._transport.write(data)
 
     def _enqueue(self, msgs: list[Any]) -> None:
         queue = self._queue

@@ -943,6 +943,18 @@ cdef class MessagePump:
     cdef public bint _mask_frames
     cdef public Py_ssize_t _max_queue
     cdef public int _read_pauses
+    # Write coalescing: while messages that arrived together are answered, small frames wait
+    # in _pending and go out in one write (see _cork).
+    cdef bint _corked
+    cdef bint _uncork_scheduled
+    cdef list _pending
+    cdef Py_ssize_t _pending_size
+
+    def __init__(self):
+        self._corked = False
+        self._uncork_scheduled = False
+        self._pending = None
+        self._pending_size = 0
 
     def recv(self):
         """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
@@ -975,6 +987,9 @@ cdef class MessagePump:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise RuntimeError("recv() is already being awaited on this connection")
+        if self._pending_size:
+            # About to wait, perhaps for the answer to what is pending: write it now.
+            self._write_pending()
         # _deliver and the subclass's _end clear _waiter when they resolve it; a cancelled one
         # is simply replaced here (and _deliver queues instead of resolving a done future).
         waiter = self._loop.create_future()
@@ -1004,8 +1019,11 @@ cdef class MessagePump:
         kind = type(data)
         if ((kind is bytes or kind is str) and len(data) < _LARGE_PAYLOAD
                 and self._core.send_fast):
-            self._transport.write(
-                _frame_of(0x1 if kind is str else 0x2, data, self._mask_frames, True))
+            frame = _frame_of(0x1 if kind is str else 0x2, data, self._mask_frames, True)
+            if self._corked:
+                self._hold(frame, flush)
+            else:
+                self._transport.write(frame)
             if self._write_paused:
                 return self._drain_after_send(flush)
             return _SENT
@@ -1025,6 +1043,10 @@ cdef class MessagePump:
         cdef bint attention = self._reader.attention
         if attention:
             msgs = self._core.process(msgs)
+        if len(msgs) > 1:
+            self._corked = True
+        elif self._corked and msgs and not self._pending_size:
+            self._corked = False
         if msgs:
             waiter = self._waiter
             if waiter is not None and not waiter.done():
@@ -1038,6 +1060,51 @@ cdef class MessagePump:
         if attention:
             self._handle_events(bool(msgs))
         return 0
+
+    # Write coalescing. A chunk that completes several messages is a burst (a pipelining
+    # peer): the frames the application sends while it works through them are held and
+    # written together, when it next waits in recv(), when 64 KiB are held, or at the latest
+    # by a callback the first held frame schedules for the loop's next pass. One write per
+    # burst instead of one system call per frame. A message that arrives alone ends the burst:
+    # request/response traffic is never held. Every other write goes through _write_bytes, which writes what is held first, so
+    # frames keep their order.
+
+    cdef int _hold(self, bytes frame, bint flush) except -1:
+        if self._pending is None:
+            self._pending = []
+        self._pending.append(frame)
+        self._pending_size += len(frame)
+        if not self._uncork_scheduled:
+            self._uncork_scheduled = True
+            self._loop.call_soon(self._uncork)
+        if flush or self._pending_size >= 65536:
+            self._write_pending()
+        return 0
+
+    cdef int _write_pending(self) except -1:
+        cdef list frames = self._pending
+        self._pending = None
+        self._pending_size = 0
+        if frames and not self._transport.is_closing():
+            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        return 0
+
+    def _uncork(self):
+        self._uncork_scheduled = False
+        self._corked = False
+        if self._pending_size:
+            self._write_pending()
+
+    def _write_held(self):
+        """Write the frames held for coalescing, if any."""
+        if self._pending_size:
+            self._write_pending()
+
+    def _write_bytes(self, data):
+        """Write ``data`` to the transport after any frames held for coalescing."""
+        if self._pending_size:
+            self._write_pending()
+        self._transport.write(data)
 
     def _enqueue(self, list msgs):
         self._push(msgs)

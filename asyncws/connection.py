@@ -79,6 +79,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         response: Response | None = None,
         subprotocol: str | None = None,
     ) -> None:
+        super().__init__()
         if settings is None:
             settings = Settings()
         #: Server side: the upgrade request (``method``, ``path`` with the query, ``headers``).
@@ -127,6 +128,9 @@ class Websocket(MessagePump, asyncio.Protocol):
     @property
     def writer(self) -> asyncio.Transport:
         """The transport: ``get_extra_info(name)``, and ``close()`` to drop the connection."""
+        # Whoever uses the transport directly sees every frame sent so far in it (none is
+        # left held for write coalescing), so a send() followed by writer.close() loses nothing.
+        self._write_held()
         return self._transport
 
     @property
@@ -193,16 +197,15 @@ class Websocket(MessagePump, asyncio.Protocol):
             await self._drain()
 
     def _write(self, frame: Outgoing) -> None:
-        transport = self._transport
         if isinstance(frame, bytes):
-            transport.write(frame)
+            self._write_bytes(frame)
         else:
             # Two writes, not writelines(): before 3.12 it joins (the copy we avoid), and in
             # 3.12/3.13 asyncio's selector transport skips its flow control (no pause_writing,
             # even after the connection is lost), so nothing would bound the buffer.
             header, payload = frame
-            transport.write(header)
-            transport.write(payload)
+            self._write_bytes(header)
+            self._transport.write(payload)
 
     async def _send_fragments(self, chunks: Iterable[Data] | AsyncIterable[Data]) -> None:
         """Send an (async) iterable of str or bytes-like chunks as one fragmented message
@@ -227,7 +230,7 @@ class Websocket(MessagePump, asyncio.Protocol):
             if not first and core.state == OPEN:
                 # Half a message is on the wire: nothing else can follow it (section 5.4).
                 core.fail(1011, "fragmented send interrupted")
-                self._transport.write(core.data_to_send())
+                self._write_bytes(core.data_to_send())
                 self._closing_done()
             raise
 
@@ -240,7 +243,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         fit a control frame (123 bytes of UTF-8)."""
         core = self._core
         if core.state == OPEN and not self._transport.is_closing():
-            self._transport.write(core.send_close(status, reason))
+            self._write_bytes(core.send_close(status, reason))
         await self._wait_lost()
 
     async def ping(self, data: bytes | None = None) -> asyncio.Future[float]:
@@ -252,13 +255,13 @@ class Websocket(MessagePump, asyncio.Protocol):
         if self._ping_waiters is None:
             self._ping_waiters = {}
         waiter: asyncio.Future[float] = self._loop.create_future()
-        self._transport.write(self._core.send_ping(data))
+        self._write_bytes(self._core.send_ping(data))
         self._ping_waiters[bytes(data)] = (waiter, self._loop.time())
         return waiter
 
     async def pong(self, data: bytes = b"") -> None:
         """Send an unsolicited Pong (a unidirectional heartbeat, section 5.5.3)."""
-        self._transport.write(self._core.send_pong(data))
+        self._write_bytes(self._core.send_pong(data))
 
     def __repr__(self) -> str:
         side = "client" if self._core.is_client else "server"
@@ -271,7 +274,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         core = self._core
         core.attention = False
         if core.outgoing:
-            self._transport.write(core.data_to_send())
+            self._write_bytes(core.data_to_send())
             if self._write_paused:
                 # The peer makes us write (Pongs) faster than it reads: stop reading it until
                 # our write buffer drains, or a Ping flood would grow memory without bound.
@@ -354,7 +357,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         core = self._core
         core.fail_pending()
         if core.outgoing:
-            self._transport.write(core.data_to_send())
+            self._write_bytes(core.data_to_send())
         if not self._eof:
             self._closing_done()
 
@@ -412,7 +415,7 @@ class Websocket(MessagePump, asyncio.Protocol):
             return
         payload = os.urandom(4)
         self._keepalive_payload = payload
-        self._transport.write(self._core.send_ping(payload))
+        self._write_bytes(self._core.send_ping(payload))
         timeout = self._settings.ping_timeout
         self._keepalive = (
             self._loop.call_later(timeout, self._keepalive_expired) if timeout is not None else None
@@ -434,7 +437,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         logger.info("no pong from %s within ping_timeout; closing with 1011", self._peer)
         core.fail(1011, "keepalive ping timeout")
         if core.outgoing:
-            self._transport.write(core.data_to_send())
+            self._write_bytes(core.data_to_send())
         self._closing_done()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -521,5 +522,118 @@ def test_recv_streaming_splits_text_only_between_characters() -> None:
             writer.close()
         assert results[0] == ["", "é", "☃"]
         assert results[1] is None  # the second message broke max_size across its fragments
+
+    run(main())
+
+
+class RecordingTransport(asyncio.Transport):
+    """A transport that keeps every write, for asserting how frames were written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def server_side_websocket(transport: RecordingTransport) -> asyncws.Websocket:
+    from asyncws.connection import Settings, websocket_class
+    from asyncws.protocol import Protocol
+
+    cls = websocket_class(asyncio.get_running_loop())
+    return cls(transport, Protocol(is_client=False), Settings(ping_interval=None))
+
+
+def client_frames(*payloads: bytes) -> bytes:
+    from asyncws._kernels import build_frame
+
+    return b"".join(build_frame(2, p, True) for p in payloads)
+
+
+def server_frames(data: bytes) -> list[Any]:
+    from asyncws._kernels import FrameReader
+
+    return FrameReader(False, None).feed(data)
+
+
+def test_replies_to_a_burst_go_out_in_one_write() -> None:
+    async def main() -> None:
+        transport = RecordingTransport()
+        ws = server_side_websocket(transport)
+        ws.data_received(client_frames(b"a", b"b", b"c"))  # three messages in one chunk
+        for _ in range(3):
+            await ws.send(await ws.recv())
+        assert transport.writes == []  # held while working through the burst...
+        waiting = asyncio.ensure_future(ws.recv())
+        await asyncio.sleep(0)
+        # ... and written together once the application waits for more.
+        assert len(transport.writes) == 1
+        assert server_frames(transport.writes[0]) == [b"a", b"b", b"c"]
+        waiting.cancel()
+
+    run(main())
+
+
+def test_held_frames_go_out_by_the_next_loop_pass_and_before_other_writes() -> None:
+    async def main() -> None:
+        transport = RecordingTransport()
+        ws = server_side_websocket(transport)
+        ws.data_received(client_frames(b"1", b"2"))
+        await ws.send(await ws.recv())
+        assert transport.writes == []
+        await asyncio.sleep(0)  # the application does not call recv(): the callback writes
+        assert [server_frames(w) for w in transport.writes] == [[b"1"]]
+        # A ping (any write besides a small send) comes after what was held.
+        await ws.send(await ws.recv())
+        await ws.ping(b"p")
+        assert [server_frames(w) for w in transport.writes[1:]] == [[b"2"], [(9, b"p")]]
+        # writer hands out the transport with nothing held.
+        ws.data_received(client_frames(b"3", b"4"))
+        await ws.send(await ws.recv())
+        ws.writer.close()
+        assert server_frames(transport.writes[-1]) == [b"3"]
+
+    run(main())
+
+
+def test_a_message_that_arrives_alone_is_answered_at_once() -> None:
+    async def main() -> None:
+        transport = RecordingTransport()
+        ws = server_side_websocket(transport)
+        ws.data_received(client_frames(b"x", b"y"))  # a burst first
+        await ws.send(await ws.recv())
+        await ws.send(await ws.recv())
+        await asyncio.sleep(0)
+        transport.writes.clear()
+        ws.data_received(client_frames(b"alone"))
+        await ws.send(await ws.recv())
+        assert [server_frames(w) for w in transport.writes] == [[b"alone"]]
+        # flush=True writes at once even inside a burst.
+        ws.data_received(client_frames(b"f1", b"f2"))
+        await ws.send(await ws.recv(), flush=True)
+        assert server_frames(transport.writes[-1]) == [b"f1"]
 
     run(main())
