@@ -520,7 +520,11 @@ async def client_tcp(port, ssl_ctx, drv, kind, timeout):
 
     class Proto(asyncio.Protocol):
         """Counts the echoed bytes: each ``size`` of them completes one message. The first
-        echo is checked byte for byte (then handed on as the message it carries)."""
+        echo is checked byte for byte (then handed on as the message it carries). The messages
+        sent in answer to one read go out in one write, so that the floor is not handicapped
+        against a library that coalesces its writes."""
+
+        batch: list | None = None
 
         def connection_made(self, transport):
             tune_socket(transport)
@@ -528,6 +532,15 @@ async def client_tcp(port, ssl_ctx, drv, kind, timeout):
             self.first = bytearray()
 
         def data_received(self, data):
+            self.batch = []
+            try:
+                self._count(data)
+            finally:
+                batch, self.batch = self.batch, None
+                if batch:
+                    transport.write(b"".join(batch))
+
+        def _count(self, data):
             if self.first is not None:
                 self.first += data
                 if len(self.first) < size:
@@ -552,10 +565,16 @@ async def client_tcp(port, ssl_ctx, drv, kind, timeout):
         def resume_writing(self):
             run.resume_writing()
 
-    transport, _ = await loop.create_connection(
+    transport, proto = await loop.create_connection(
         Proto, HOST, port, ssl=ssl_ctx, server_hostname=HOST if ssl_ctx else None
     )
-    run.send = lambda m: transport.write(payload)
+    def send(m):
+        if proto.batch is not None:
+            proto.batch.append(payload)
+        else:
+            transport.write(payload)
+
+    run.send = send
     run.begin()
     try:
         await asyncio.wait_for(run.done, timeout)
