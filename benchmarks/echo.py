@@ -542,6 +542,7 @@ async def client_tcp(port, ssl_ctx, drv, kind, timeout):
 
         def _count(self, data):
             if self.first is not None:
+                data = bytes(data)
                 self.first += data
                 if len(self.first) < size:
                     return
@@ -565,9 +566,27 @@ async def client_tcp(port, ssl_ctx, drv, kind, timeout):
         def resume_writing(self):
             run.resume_writing()
 
+    class BufferedProto(Proto, asyncio.BufferedProtocol):
+        """The same on asyncio's own loop, reading into one reusable buffer (a plain Protocol
+        there gets a fresh 256 KiB bytes object per read)."""
+
+        view = memoryview(bytearray(262144))
+
+        def get_buffer(self, sizehint):
+            return self.view
+
+        def buffer_updated(self, nbytes):
+            self.data_received(self.view[:nbytes])
+
+    uv = type(loop).__module__.startswith("uvloop")
     transport, proto = await loop.create_connection(
-        Proto, HOST, port, ssl=ssl_ctx, server_hostname=HOST if ssl_ctx else None
+        Proto if uv else BufferedProto,
+        HOST,
+        port,
+        ssl=ssl_ctx,
+        server_hostname=HOST if ssl_ctx else None,
     )
+
     def send(m):
         if proto.batch is not None:
             proto.batch.append(payload)
