@@ -33,6 +33,10 @@ __all__ = [
 Buffer = Union[bytes, bytearray, memoryview]
 Item = Union[str, bytes, tuple[int, bytes], tuple[int, bytes, bool]]
 
+# A single-frame message up to this size gets its final buffer when its header arrives (the
+# extension allocates it; see direct_buffer).
+PREALLOCATE_MAX = 16 * 1024 * 1024
+
 # Largest "no limit" size: a frame length is at most 2**63 - 1 (section 5.2).
 _NO_LIMIT = (1 << 63) - 1
 
@@ -158,6 +162,7 @@ class FrameReader:
         # _streamed counts the bytes of it already handed out (max_size still applies).
         self._stream = False
         self._streamed = 0
+        self._scratch: bytearray | None = None  # what direct_buffer() handed out
         self._utf8 = Utf8Validator()
 
     @property
@@ -199,6 +204,37 @@ class FrameReader:
         self.closed = True
         self.attention = True
         self._msg = bytearray()
+
+    def direct_buffer(self, minimum: int) -> memoryview | None:
+        """A writable view onto the rest of the payload of the message being received, when it
+        is a data frame whose final buffer is already allocated (a whole message of known size)
+        and at least ``minimum`` bytes of it are still to come; else None. Bytes received into
+        the start of the view are then passed to ``direct_received(nbytes)`` instead of
+        ``feed``, so that a large payload goes from the socket to the message without a copy.
+        The view is valid only until the next call on this reader."""
+        if (
+            self.closed
+            or not self._in_payload
+            or self._opcode not in (0x1, 0x2)
+            or not self._fin
+            or self._offset + self._remaining > PREALLOCATE_MAX
+            or self._remaining < minimum
+        ):
+            return None
+        # Pure Python cannot receive into the message itself: a scratch buffer keeps the same
+        # interface and the same branches, at the cost of the copy the extension saves.
+        self._scratch = bytearray(min(self._remaining, 262144))
+        return memoryview(self._scratch)
+
+    def direct_received(self, nbytes: int) -> list[Item]:
+        """Account for ``nbytes`` received into the view ``direct_buffer`` returned (unmask
+        and validate them in place) and return the items that completes, as ``feed`` does."""
+        scratch, self._scratch = self._scratch, None
+        if self.closed or not self._in_payload or scratch is None:
+            raise RuntimeError("direct_received() without a direct_buffer() to fill")
+        if nbytes <= 0 or nbytes > min(self._remaining, len(scratch)):
+            raise ValueError("direct_received(): nbytes out of range")
+        return self.feed(scratch, nbytes)
 
     def feed(self, data: Buffer, nbytes: int = -1) -> list[Item]:
         """Parse ``data`` (its first ``nbytes`` bytes when given: a reusable read buffer needs
@@ -472,6 +508,8 @@ def build_message(data: Buffer | str, mask: bool) -> bytes:
 
 LARGE_PAYLOAD = 262144
 PAUSE_QUEUE = 1
+# Payloads with at least this much still to come are read straight into the message.
+DIRECT_READ_MIN = 65536
 
 
 class Sent(Coroutine[Any, Any, None]):
@@ -582,6 +620,7 @@ class MessagePump:
         "_uncork_scheduled",
         "_pending",
         "_pending_size",
+        "_reading_direct",
     )
 
     _transport: Any
@@ -604,12 +643,15 @@ class MessagePump:
     _uncork_scheduled: bool
     _pending: list[bytes] | None
     _pending_size: int
+    # get_buffer handed out a view onto the message being received (FrameReader.direct_buffer).
+    _reading_direct: bool
 
     def __init__(self) -> None:
         self._corked = False
         self._uncork_scheduled = False
         self._pending = None
         self._pending_size = 0
+        self._reading_direct = False
 
     def recv(self) -> Coroutine[Any, Any, Any]:
         """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
@@ -680,10 +722,21 @@ class MessagePump:
         return self._send_other(data, flush)  # type: ignore[attr-defined,no-any-return]
 
     def get_buffer(self, sizehint: int) -> Any:
+        # Inside a large payload the socket reads straight into the message (no copy through
+        # the shared read buffer); otherwise into the shared buffer.
+        view = self._reader.direct_buffer(DIRECT_READ_MIN)
+        if view is not None:
+            self._reading_direct = True
+            return view
+        self._reading_direct = False
         return self._rbuf
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._deliver(self._reader.feed(self._rbuf, nbytes))
+        if self._reading_direct:
+            self._reading_direct = False
+            self._deliver(self._reader.direct_received(nbytes))
+        else:
+            self._deliver(self._reader.feed(self._rbuf, nbytes))
 
     def data_received(self, data: Buffer) -> None:
         self._deliver(self._reader.feed(data))

@@ -12,7 +12,13 @@ import collections.abc as _abc
 import os
 
 cimport cython
-from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (
+    PyBUF_SIMPLE,
+    PyBUF_WRITABLE,
+    PyBUF_WRITE,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.bytes cimport (
     PyBytes_AS_STRING,
@@ -21,6 +27,7 @@ from cpython.bytes cimport (
     PyBytes_GET_SIZE,
 )
 from cpython.exc cimport PyErr_SetObject
+from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -442,6 +449,46 @@ cdef class FrameReader:
                 PyBuffer_Release(&view)
         return out
 
+    def direct_buffer(self, Py_ssize_t minimum):
+        """A writable view onto the rest of the payload of the message being received, when it
+        is a data frame whose final buffer is already allocated (a whole message of known size)
+        and at least ``minimum`` bytes of it are still to come; else None. Bytes received into
+        the start of the view are then passed to ``direct_received(nbytes)`` instead of
+        ``feed``, so that a large payload goes from the socket to the message without a copy.
+        The view is valid only until the next call on this reader."""
+        if (self.closed or not self._in_payload or self._whole is None or self._opcode >= 0x8
+                or self._remaining < <unsigned long long>minimum):
+            return None
+        return PyMemoryView_FromMemory(
+            PyBytes_AS_STRING(self._whole) + self._msg_len, <Py_ssize_t>self._remaining,
+            PyBUF_WRITE)
+
+    def direct_received(self, Py_ssize_t nbytes):
+        """Account for ``nbytes`` received into the view ``direct_buffer`` returned (unmask
+        and validate them in place) and return the items that completes, as ``feed`` does."""
+        cdef list out = []
+        cdef unsigned char* dst
+        self.attention = False
+        if self.closed or not self._in_payload or self._whole is None:
+            raise RuntimeError("direct_received() without a direct_buffer() to fill")
+        if nbytes <= 0 or <unsigned long long>nbytes > self._remaining:
+            raise ValueError("direct_received(): nbytes out of range")
+        dst = <unsigned char*>PyBytes_AS_STRING(self._whole) + self._msg_len
+        if self._masked:
+            _xor_mask(dst, dst, nbytes, self._mask, <Py_ssize_t>(self._offset & 3))
+        self._msg_len += nbytes
+        self._offset += <unsigned long long>nbytes
+        self._remaining -= <unsigned long long>nbytes
+        if self._msg_opcode == 0x1 and not self._msg_compressed:
+            self._utf8 = _utf8_step(self._utf8, dst, nbytes)
+            if self._utf8 < 0:
+                self.fail(1007, "invalid UTF-8 in text message")
+                return out
+        if not self._remaining:
+            self._in_payload = False
+            self._end_frame(out)
+        return out
+
     cdef int _feed(self, const unsigned char* buf, Py_ssize_t n, list out) except -1:
         cdef Py_ssize_t pos = 0
         cdef Py_ssize_t hlen, take
@@ -831,6 +878,9 @@ LARGE_PAYLOAD = 262144
 cdef Py_ssize_t _LARGE_PAYLOAD = LARGE_PAYLOAD
 PAUSE_QUEUE = 1
 cdef int _PAUSE_QUEUE = PAUSE_QUEUE
+# Payloads with at least this much still to come are read straight into the message.
+DIRECT_READ_MIN = 65536
+cdef Py_ssize_t _DIRECT_READ_MIN = DIRECT_READ_MIN
 
 
 @cython.final
@@ -949,6 +999,8 @@ cdef class MessagePump:
     cdef bint _uncork_scheduled
     cdef list _pending
     cdef Py_ssize_t _pending_size
+    # get_buffer handed out a view onto the message being received (FrameReader.direct_buffer).
+    cdef bint _reading_direct
 
     def __init__(self):
         self._corked = False
@@ -1030,10 +1082,21 @@ cdef class MessagePump:
         return self._send_other(data, flush)
 
     def get_buffer(self, Py_ssize_t sizehint):
+        # Inside a large payload the socket reads straight into the message (no copy through
+        # the shared read buffer); otherwise into the shared buffer.
+        view = self._reader.direct_buffer(_DIRECT_READ_MIN)
+        if view is not None:
+            self._reading_direct = True
+            return view
+        self._reading_direct = False
         return self._rbuf
 
     def buffer_updated(self, Py_ssize_t nbytes):
-        self._deliver(self._reader._feed_object(self._rbuf, nbytes))
+        if self._reading_direct:
+            self._reading_direct = False
+            self._deliver(self._reader.direct_received(nbytes))
+        else:
+            self._deliver(self._reader._feed_object(self._rbuf, nbytes))
 
     def data_received(self, data):
         self._deliver(self._reader._feed_object(data, -1))

@@ -197,6 +197,61 @@ def test_reader_byte_by_byte_and_fragments(kernels) -> None:
     assert r.error is None
 
 
+def read_like_a_buffered_transport(reader, stream: bytes, chunk: int, minimum: int) -> list:
+    """Feed ``stream`` as a BufferedProtocol transport would: into ``direct_buffer`` when the
+    reader offers one, else through ``feed``, ``chunk`` bytes per read."""
+    out: list = []
+    pos = 0
+    while pos < len(stream):
+        view = reader.direct_buffer(minimum)
+        if view is None:
+            out.extend(reader.feed(stream[pos : pos + chunk]))
+            pos += chunk
+        else:
+            n = min(chunk, len(view), len(stream) - pos)
+            view[:n] = stream[pos : pos + n]
+            out.extend(reader.direct_received(n))
+            pos += n
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1000, 4096, 65536, 300000])
+def test_reader_direct_reads_give_the_same_messages(kernels, chunk: int) -> None:
+    text = "é" * 150000 + "end"
+    blob = os.urandom(200003)
+    stream = client_frames(
+        kernels, (2, blob, True), (1, text, True), (9, b"p", True), (2, b"small", True),
+        (1, text[:1000], False), (0, text[1000:], True),  # fragmented: never direct
+    )
+    direct = read_like_a_buffered_transport(kernels.FrameReader(True, None), stream, chunk, 100)
+    fed = kernels.FrameReader(True, None).feed(stream)
+    assert direct == fed == [blob, text, (9, b"p"), b"small", text]
+
+
+def test_reader_direct_buffer_only_inside_a_large_whole_message(kernels) -> None:
+    r = kernels.FrameReader(True, None)
+    frame = client_frames(kernels, (2, b"x" * 100000, True))
+    assert r.direct_buffer(0) is None  # between frames
+    r.feed(frame[:1000])
+    view = r.direct_buffer(65536)
+    assert view is not None and len(view) >= 65536
+    assert r.direct_buffer(10**6) is None  # less than that is still to come
+    with pytest.raises(ValueError):
+        r.direct_received(0)
+    fragmented = kernels.FrameReader(True, None)
+    fragmented.feed(client_frames(kernels, (2, b"y" * 100000, False))[:1000])
+    assert fragmented.direct_buffer(0) is None
+
+
+def test_reader_direct_reads_fail_fast_on_invalid_utf8(kernels) -> None:
+    r = kernels.FrameReader(True, None)
+    payload = b"a" * 70000 + b"\xff" + b"b" * 70000
+    frame = client_frames(kernels, (1, payload, True))
+    out = read_like_a_buffered_transport(r, frame[:80000], 40000, 1)
+    assert out == [] and r.error == (1007, "invalid UTF-8 in text message") and r.closed
+    assert r.direct_buffer(0) is None
+
+
 def test_reader_close_stops_parsing(kernels) -> None:
     r = kernels.FrameReader(True, None)
     stream = client_frames(kernels, (2, b"a", True), (8, b"\x03\xe8bye", True), (2, b"b", True))
