@@ -25,6 +25,7 @@ __all__ = [
     "build_header",
     "build_message",
     "MessagePump",
+    "DIRECT_READ_MIN",
     "LARGE_PAYLOAD",
     "PAUSE_QUEUE",
 ]
@@ -34,6 +35,7 @@ _FORCED_OFF = os.environ.get("ASYNCWS_NO_SPEEDUPS", "") in ("1", "true", "yes")
 if not _FORCED_OFF:
     try:
         from ._speedups import (
+            DIRECT_READ_MIN,
             LARGE_PAYLOAD,
             PAUSE_QUEUE,
             FrameReader,
@@ -58,6 +60,7 @@ if not _FORCED_OFF:
 
 if not HAS_SPEEDUPS:
     from ._purepython import (  # type: ignore[assignment]
+        DIRECT_READ_MIN,
         LARGE_PAYLOAD,
         PAUSE_QUEUE,
         FrameReader,

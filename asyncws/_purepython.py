@@ -26,6 +26,7 @@ __all__ = [
     "MessagePump",
     "Sent",
     "Receiving",
+    "DIRECT_READ_MIN",
     "LARGE_PAYLOAD",
     "PAUSE_QUEUE",
 ]
@@ -621,6 +622,7 @@ class MessagePump:
         "_pending",
         "_pending_size",
         "_reading_direct",
+        "_switch_reads",
     )
 
     _transport: Any
@@ -645,6 +647,9 @@ class MessagePump:
     _pending_size: int
     # get_buffer handed out a view onto the message being received (FrameReader.direct_buffer).
     _reading_direct: bool
+    # Reading through data_received, tell the subclass when a payload spans reads
+    # (_large_payload_started), so that it can switch the transport to direct reads.
+    _switch_reads: bool
 
     def __init__(self) -> None:
         self._corked = False
@@ -652,6 +657,7 @@ class MessagePump:
         self._pending = None
         self._pending_size = 0
         self._reading_direct = False
+        self._switch_reads = False
 
     def recv(self) -> Coroutine[Any, Any, Any]:
         """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
@@ -740,6 +746,8 @@ class MessagePump:
 
     def data_received(self, data: Buffer) -> None:
         self._deliver(self._reader.feed(data))
+        if self._switch_reads and self._reader._in_payload:
+            self._large_payload_started()  # type: ignore[attr-defined]
 
     def _deliver(self, msgs: list[Any]) -> None:
         # Without attention the reader returned messages only (no control tuples).

@@ -37,6 +37,7 @@ def build_frame(
 ) -> bytes: ...
 def build_message(data: Buffer | str, mask: bool) -> bytes: ...
 
+DIRECT_READ_MIN: int
 LARGE_PAYLOAD: int
 PAUSE_QUEUE: int
 
@@ -64,6 +65,7 @@ class MessagePump:
     _write_paused: bool
     _failure_deferred: bool
     _waiter_iterates: bool
+    _switch_reads: bool
     _mask_frames: bool
     _max_queue: int
     _read_pauses: int

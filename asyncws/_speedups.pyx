@@ -61,6 +61,7 @@ __all__ = [
     "MessagePump",
     "Sent",
     "Receiving",
+    "DIRECT_READ_MIN",
     "LARGE_PAYLOAD",
     "PAUSE_QUEUE",
 ]
@@ -1001,6 +1002,9 @@ cdef class MessagePump:
     cdef Py_ssize_t _pending_size
     # get_buffer handed out a view onto the message being received (FrameReader.direct_buffer).
     cdef bint _reading_direct
+    # Reading through data_received, tell the subclass when a payload spans reads
+    # (_large_payload_started), so that it can switch the transport to direct reads.
+    cdef public bint _switch_reads
 
     def __init__(self):
         self._corked = False
@@ -1100,6 +1104,8 @@ cdef class MessagePump:
 
     def data_received(self, data):
         self._deliver(self._reader._feed_object(data, -1))
+        if self._switch_reads and self._reader._in_payload:
+            self._large_payload_started()
 
     cdef int _deliver(self, list msgs) except -1:
         # Without attention the reader returned messages only (no control tuples).

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
-from ._kernels import PAUSE_QUEUE, MessagePump
+from ._kernels import DIRECT_READ_MIN, PAUSE_QUEUE, MessagePump
 from .exceptions import ConnectionClosed
 from .handshake import Request, Response
 from .protocol import CLOSED, OPEN, Data, Fragment, Message, Outgoing, Protocol
@@ -98,6 +98,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         # chunk) and involves the protocol only when the reader flags ``attention``.
         self._reader = core.reader
         self._mask_frames = core.is_client
+        self._switch_reads = not isinstance(self, asyncio.BufferedProtocol)
         self._rbuf = _read_buffer()
         self._queue: deque[Message] = deque()
         self._waiter: asyncio.Future[Message | None] | None = None
@@ -268,6 +269,16 @@ class Websocket(MessagePump, asyncio.Protocol):
         return f"<Websocket {side} peer={self._peer!r} state={self._core.state}>"
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def _large_payload_started(self) -> None:
+        """A payload spans reads: if it is large, hand the transport a stand-in that reads
+        into the message itself until it is complete. This class reads with data_received,
+        which is cheaper per small message on uvloop, and uvloop reads into a protocol's own
+        buffer only for protocols that are not ``asyncio.Protocol`` instances: the stand-in is
+        not one. ``set_protocol`` makes the transport pick its read path again."""
+        if self._reader.direct_buffer(DIRECT_READ_MIN) is None or self._transport.is_closing():
+            return
+        self._transport.set_protocol(_DirectReads(self))
 
     def _handle_events(self, delivered: bool) -> None:
         """What receive_data produced besides messages: replies, pongs, failure, closing."""
@@ -484,6 +495,40 @@ class _BufferedWebsocket(Websocket, asyncio.BufferedProtocol):
     asyncio's own transports. uvloop's read path is cheaper with ``data_received``."""
 
     __slots__ = ()
+
+
+class _DirectReads(asyncio.BufferedProtocol):
+    """The transport's protocol while a large payload is read straight into the message (see
+    ``Websocket._large_payload_started``): it reads through the connection's own
+    ``get_buffer``/``buffer_updated`` and gives the transport back to the connection once
+    the payload is complete. Every other callback goes to the connection."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: Websocket) -> None:
+        self._ws = ws
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._ws.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        ws = self._ws
+        ws.buffer_updated(nbytes)
+        transport = ws._transport
+        if ws._reader.direct_buffer(1) is None and transport.get_protocol() is self:
+            transport.set_protocol(ws)
+
+    def eof_received(self) -> bool | None:
+        return self._ws.eof_received()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._ws.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._ws.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._ws.resume_writing()
 
 
 def websocket_class(loop: asyncio.AbstractEventLoop) -> type[Websocket]:

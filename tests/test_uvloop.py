@@ -31,3 +31,34 @@ def test_echo_and_close_on_uvloop() -> None:
         await asyncio.wait_for(main(), 20)
 
     uvloop.run(bounded())
+
+
+def test_large_messages_read_straight_into_the_message_on_uvloop() -> None:
+    # On uvloop a connection reads with data_received, and hands the transport a buffered
+    # stand-in while a large payload arrives; messages must come out the same, and the
+    # transport must be given back to the connection afterwards.
+    import os
+
+    seen: list[object] = []
+
+    async def handler(ws: asyncws.Websocket) -> None:
+        async for msg in ws:
+            seen.append(type(ws.writer.get_protocol()).__name__)
+            await ws.send(msg)
+
+    async def main() -> None:
+        async with Server(handler, max_size=None) as server:
+            ws = await asyncws.connect(server.url(), max_size=None)
+            blob = os.urandom(3 * 2**20 + 5)
+            text = "ü" * 600000
+            for payload in [blob, text, b"small", blob[:200000]]:
+                await ws.send(payload)
+                assert await ws.recv() == payload
+            assert ws.writer.get_protocol() is ws
+            await ws.close()
+        assert seen == ["Websocket"] * 4
+
+    async def bounded() -> None:
+        await asyncio.wait_for(main(), 20)
+
+    uvloop.run(bounded())
