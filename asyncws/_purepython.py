@@ -1,11 +1,12 @@
 """The framing kernels in pure Python: the fallback twin of ``_speedups.pyx``.
 
 This module holds ``apply_mask``, ``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``,
-``build_frame`` and ``build_header`` with exactly the names, signatures and behaviour of the Cython
-extension, so that either can serve ``_kernels``. It must not import asyncio, know about
-connections or handshakes, or be imported by anything but ``_kernels`` and the tests: the choice
-of backend is made in one place. Its code is the readable reference of the framing rules; the
-Cython module mirrors it branch for branch.
+``build_frame``, ``build_header`` and ``MessagePump`` (the per-message path of a connection) with
+exactly the names, signatures and behaviour of the Cython extension, so that either can serve
+``_kernels``. It must not import asyncio (``MessagePump`` only calls the loop, transport and
+protocol objects it is given), know about handshakes, or be imported by anything but
+``_kernels`` and the tests: the choice of backend is made in one place. Its code is the readable
+reference of the framing rules; the Cython module mirrors it branch for branch.
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 
 This module holds ``apply_mask``, ``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``,
 ``build_frame`` and ``build_header``: the per-byte and per-frame work of RFC 6455, written against
-raw buffers so that a received chunk is parsed in one call with one copy per message. It mirrors
-``_purepython.py`` name for name and branch for branch; it must not import asyncio or know about
-connections, handshakes or which backend is active (``_kernels`` decides that).
+raw buffers so that a received chunk is parsed in one call with one copy per message; and
+``MessagePump``, the per-message path of a connection (received bytes to ``recv()``, ``send()``
+to the transport) that ``connection.Websocket`` builds on, so that a message costs C calls, not
+Python frames. It mirrors ``_purepython.py`` name for name and branch for branch; it must not
+import asyncio (it only calls the loop, transport and protocol objects it is given), know about
+handshakes, or know which backend is active (``_kernels`` decides that).
 """
 
 import collections.abc as _abc

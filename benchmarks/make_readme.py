@@ -49,6 +49,8 @@ def main():
         ("Memory per idle connection", "memory.md", None),
         ("Echo, asyncio, plain TCP", "echo-asyncio-plain.md", None),
         ("Echo, uvloop, plain TCP", "echo-uvloop-plain.md", None),
+        ("Echo, uvloop, plain TCP, text messages", "echo-uvloop-text.md", None),
+        ("Echo, uvloop, large messages, 7 rounds", "echo-uvloop-large.md", None),
         ("Echo, asyncio, TLS", "echo-asyncio-tls.md", None),
         ("Echo, server cost against one picows client", "echo-common-client-picows.md", None),
         ("Instructions per round trip (callgrind)", "instructions.md",
