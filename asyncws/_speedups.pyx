@@ -978,8 +978,11 @@ cdef class MessagePump:
     ``send()`` builds a whole small message's frame and writes it to the transport. Everything
     else (control frames, failures, closing, draining a full write buffer, fragmented and large
     sends) is left to the subclass's methods: ``_core.process``, ``_handle_events``,
-    ``_fail_now``, ``_send_other`` and ``_drain_after_send``. It calls only the loop, transport
-    and protocol objects it is given; it never imports asyncio.
+    ``_fail_now``, ``_send_other``, ``_drain_after_send`` and ``_large_payload_started``. It
+    also coalesces the replies to a burst of messages into one write (``_hold``) and hands
+    the transport a view onto the message itself while a large payload arrives
+    (``get_buffer``). It calls only the loop, transport and protocol objects it is given; it
+    never imports asyncio.
     """
 
     cdef public object _transport
@@ -998,7 +1001,7 @@ cdef class MessagePump:
     cdef public Py_ssize_t _max_queue
     cdef public int _read_pauses
     # Write coalescing: while messages that arrived together are answered, small frames wait
-    # in _pending and go out in one write (see _cork).
+    # in _pending and go out in one write (see _hold).
     cdef bint _corked
     cdef bint _uncork_scheduled
     cdef list _pending
