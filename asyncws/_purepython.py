@@ -224,19 +224,26 @@ class FrameReader:
         ):
             return None
         # Pure Python cannot receive into the message itself: a scratch buffer keeps the same
-        # interface and the same branches, at the cost of the copy the extension saves.
-        self._scratch = bytearray(min(self._remaining, 262144))
-        return memoryview(self._scratch)
+        # interface and the same branches, at the cost of the copy the extension saves. It is
+        # kept for the rest of the payload (asking again allocates nothing) and dropped at its
+        # end.
+        want = min(self._remaining, 262144)
+        if self._scratch is None or len(self._scratch) < want:
+            self._scratch = bytearray(want)
+        return memoryview(self._scratch)[:want]
 
     def direct_received(self, nbytes: int) -> list[Item]:
         """Account for ``nbytes`` received into the view ``direct_buffer`` returned (unmask
         and validate them in place) and return the items that completes, as ``feed`` does."""
-        scratch, self._scratch = self._scratch, None
+        scratch = self._scratch
         if self.closed or not self._in_payload or scratch is None:
             raise RuntimeError("direct_received() without a direct_buffer() to fill")
         if nbytes <= 0 or nbytes > min(self._remaining, len(scratch)):
             raise ValueError("direct_received(): nbytes out of range")
-        return self.feed(scratch, nbytes)
+        out = self.feed(scratch, nbytes)
+        if self.closed or not self._in_payload:
+            self._scratch = None
+        return out
 
     def feed(self, data: Buffer, nbytes: int = -1) -> list[Item]:
         """Parse ``data`` (its first ``nbytes`` bytes when given: a reusable read buffer needs
@@ -692,9 +699,8 @@ class MessagePump:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise RuntimeError("recv() is already being awaited on this connection")
-        if self._pending_size:
-            # About to wait, perhaps for the answer to what is pending: write it now.
-            self._write_pending()
+        # About to wait, perhaps for the answer to what is held: write it now.
+        self._write_pending()
         # _deliver and the subclass's _end clear _waiter when they resolve it; a cancelled one
         # is simply replaced here (and _deliver queues instead of resolving a done future).
         waiter = self._loop.create_future()
@@ -795,7 +801,10 @@ class MessagePump:
             self._write_pending()
 
     def _write_pending(self) -> None:
+        """Write the frames held for coalescing, if any."""
         frames = self._pending
+        if not self._pending_size:
+            return
         self._pending = None
         self._pending_size = 0
         if frames and not self._transport.is_closing():
@@ -804,18 +813,15 @@ class MessagePump:
     def _uncork(self) -> None:
         self._uncork_scheduled = False
         self._corked = False
-        if self._pending_size:
-            self._write_pending()
+        self._write_pending()
 
     def _write_held(self) -> None:
         """Write the frames held for coalescing, if any."""
-        if self._pending_size:
-            self._write_pending()
+        self._write_pending()
 
     def _write_bytes(self, data: bytes) -> None:
         """Write ``data`` to the transport after any frames held for coalescing."""
-        if self._pending_size:
-            self._write_pending()
+        self._write_pending()
         self._transport.write(data)
 
     def _enqueue(self, msgs: list[Any]) -> None:

@@ -1017,6 +1017,8 @@ cdef class MessagePump:
         self._uncork_scheduled = False
         self._pending = None
         self._pending_size = 0
+        self._reading_direct = False
+        self._switch_reads = False
 
     def recv(self):
         """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
@@ -1049,9 +1051,8 @@ cdef class MessagePump:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise RuntimeError("recv() is already being awaited on this connection")
-        if self._pending_size:
-            # About to wait, perhaps for the answer to what is pending: write it now.
-            self._write_pending()
+        # About to wait, perhaps for the answer to what is held: write it now.
+        self._write_pending()
         # _deliver and the subclass's _end clear _waiter when they resolve it; a cancelled one
         # is simply replaced here (and _deliver queues instead of resolving a done future).
         waiter = self._loop.create_future()
@@ -1157,7 +1158,10 @@ cdef class MessagePump:
         return 0
 
     cdef int _write_pending(self) except -1:
+        """Write the frames held for coalescing, if any."""
         cdef list frames = self._pending
+        if not self._pending_size:
+            return 0
         self._pending = None
         self._pending_size = 0
         if frames and not self._transport.is_closing():
@@ -1167,18 +1171,15 @@ cdef class MessagePump:
     def _uncork(self):
         self._uncork_scheduled = False
         self._corked = False
-        if self._pending_size:
-            self._write_pending()
+        self._write_pending()
 
     def _write_held(self):
         """Write the frames held for coalescing, if any."""
-        if self._pending_size:
-            self._write_pending()
+        self._write_pending()
 
     def _write_bytes(self, data):
         """Write ``data`` to the transport after any frames held for coalescing."""
-        if self._pending_size:
-            self._write_pending()
+        self._write_pending()
         self._transport.write(data)
 
     def _enqueue(self, list msgs):
