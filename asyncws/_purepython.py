@@ -121,6 +121,22 @@ class Utf8Validator:
         self._failed = False
 
 
+def _header_size(b1: int) -> int:
+    """The length of a frame header whose second byte is ``b1`` (section 5.2)."""
+    size = b1 & 0x7F
+    return 2 + (2 if size == 126 else 8 if size == 127 else 0) + (4 if b1 & 0x80 else 0)
+
+
+def _payload_size(data: Buffer, pos: int) -> int:
+    """The payload length the complete header at ``data[pos]`` declares (section 5.2)."""
+    size: int = data[pos + 1] & 0x7F
+    if size == 126:
+        return (data[pos + 2] << 8) | data[pos + 3]
+    if size == 127:
+        return int.from_bytes(data[pos + 2 : pos + 10], "big")
+    return size
+
+
 class FrameReader:
     """Parse a stream of WebSocket frames (RFC 6455 section 5) into whole messages.
 
@@ -128,9 +144,12 @@ class FrameReader:
     frame they complete: a text message as ``str``, a binary message as ``bytes``, a control frame
     as a tuple ``(opcode, payload)``. Fragments are reassembled and unmasked, text is validated as
     it arrives. On a protocol violation the items before it are returned, ``error`` is set to
-    ``(close_code, reason)`` and nothing more is parsed; after a Close frame nothing more is parsed
-    either (section 5.5.1). ``attention`` tells whether the last ``feed`` returned a tuple or
-    stopped reading (Close or error): whether its result needs more than delivering messages.
+    ``(close_code, reason)`` and nothing more is delivered: what follows is read past frame by
+    frame, without being kept or checked, until a Close frame has arrived whole
+    (``peer_closed``), so that the caller sees the peer's Close reply (section 7.1.7). After a
+    Close frame nothing more is parsed (section 5.5.1). ``attention`` tells whether the last
+    ``feed`` returned a tuple or stopped reading (Close, error, or the Close after an error):
+    whether its result needs more than delivering messages.
 
     With ``compressed`` (permessage-deflate negotiated, RFC 7692), RSV1 may mark the first frame
     of a data message; such a message comes back, still compressed and unvalidated, as a tuple
@@ -146,6 +165,13 @@ class FrameReader:
         self.error: tuple[int, str] | None = None
         self.closed = False
         self.attention = False
+        # After a failure: the peer's Close has been read (whole), past everything before it.
+        self.peer_closed = False
+        # After a failure: bytes of the current frame still to read past, whether that frame
+        # is a Close, and whether frame boundaries were lost (a length with its top bit set).
+        self._skip = 0
+        self._skip_close = False
+        self._lost_sync = False
         self._pending = b""  # the start of a header split across two feeds
         self._in_payload = False
         # The frame being read when its payload spans feeds.
@@ -201,11 +227,69 @@ class FrameReader:
         return self._msg_opcode == 0x1 and not self._msg_compressed
 
     def fail(self, code: int, reason: str) -> None:
-        """Stop reading: record ``(code, reason)`` as the error, as a violation would."""
+        """Stop reading: record ``(code, reason)`` as the error, as a violation would; what
+        follows is read past, up to the peer's Close. A second failure changes nothing."""
+        if self.error is not None:
+            return
         self.error = (code, reason)
         self.closed = True
         self.attention = True
         self._msg = bytearray()
+        # Read past the rest of the frame in progress, if any (a violation found in a header
+        # sets the frame's length itself).
+        self._skip = self._remaining if self._in_payload else 0
+        self._skip_close = False
+        self._in_payload = False
+
+    def _violation(self, out: list[Item], code: int, reason: str, data: Buffer, pos: int,
+                   skip: int) -> list[Item]:
+        """A violation in the frame at ``data[pos]``, ``skip`` bytes of which remain: fail,
+        then read past the rest of ``data``."""
+        self.fail(code, reason)
+        self._skip = skip
+        self._read_past(data, pos)
+        return out
+
+    def _stopped(self, out: list[Item], data: Buffer, pos: int) -> list[Item]:
+        """feed stopped at ``pos``: after a Close there is nothing more to read; after a
+        violation the rest of ``data`` is read past."""
+        if self.error is not None:
+            self._read_past(data, pos)
+        return out
+
+    def _read_past(self, data: Buffer, pos: int) -> None:
+        """After a failure: read past whole frames without keeping, unmasking or checking
+        them, until a Close frame has arrived whole (``peer_closed``, with ``attention``). Only
+        a header that is incomplete is held, so the peer cannot make this buffer anything."""
+        if self._pending:
+            data = self._pending + bytes(data[pos:])
+            self._pending = b""
+            pos = 0
+        n = len(data)
+        while not self.peer_closed and not self._lost_sync:
+            if self._skip:
+                take = min(self._skip, n - pos)
+                pos += take
+                self._skip -= take
+                if self._skip:
+                    return
+            if self._skip_close:
+                self.peer_closed = True
+                self.attention = True
+                return
+            if pos >= n:
+                return
+            if n - pos < 2 or n - pos < _header_size(data[pos + 1]):
+                self._pending = bytes(data[pos:])
+                return
+            hlen = _header_size(data[pos + 1])
+            size = _payload_size(data, pos)
+            if size >> 63:
+                self._lost_sync = True  # no frame boundary to find any more
+                return
+            self._skip_close = data[pos] & 0x0F == 0x8
+            self._skip = size
+            pos += hlen
 
     def direct_buffer(self, minimum: int) -> memoryview | None:
         """A writable view onto the rest of the payload of the message being received, when it
@@ -251,7 +335,9 @@ class FrameReader:
         out: list[Item] = []
         self.attention = False
         if self.closed:
-            return out
+            if self.error is not None and not self.peer_closed:
+                self._read_past(data if nbytes < 0 else memoryview(data)[:nbytes], 0)
+            return out  # after a Close: ignored
         if nbytes >= 0:
             data = memoryview(data)[:nbytes]
         if self._pending:
@@ -277,12 +363,12 @@ class FrameReader:
                         self._msg += chunk
                         if self._validating and not self._utf8.validate(chunk):
                             self.fail(1007, "invalid UTF-8 in text message")
-                            return out
+                            return self._stopped(out, data, pos)
                 if self._remaining:
                     break
                 self._in_payload = False
                 if not self._end_frame(out):
-                    return out
+                    return self._stopped(out, data, pos)
                 continue
             if pos >= n:
                 break
@@ -299,43 +385,7 @@ class FrameReader:
             if n - pos < hlen:
                 self._pending = bytes(data[pos:])
                 break
-            fin = b0 & 0x80
-            opcode = b0 & 0x0F
-            compressed = False
-            if b0 & 0x70:
-                # Section 5.2: RSV1-3 MUST be 0 unless an extension defines them; RFC 7692
-                # section 6 defines RSV1 on the first frame of a data message.
-                if b0 & 0x30 or not self._rsv1_ok or opcode == 0x0 or opcode >= 0x8:
-                    self.fail(1002, "reserved bits set")
-                    return out
-                compressed = True
-            if opcode >= 0x8:
-                if opcode > 0xA:
-                    self.fail(1002, f"reserved opcode {opcode}")
-                    return out
-                # Section 5.5: control frames MUST NOT be fragmented and carry <= 125 bytes.
-                if not fin:
-                    self.fail(1002, "fragmented control frame")
-                    return out
-                if size > 125:
-                    self.fail(1002, "control frame payload over 125 bytes")
-                    return out
-            elif opcode == 0x0:
-                # Section 5.4: a continuation needs a message in progress.
-                if self._msg_opcode == 0:
-                    self.fail(1002, "continuation frame without a message to continue")
-                    return out
-            elif opcode <= 0x2:
-                if self._msg_opcode != 0:
-                    self.fail(1002, "new data frame before the fragmented message ended")
-                    return out
-            else:
-                self.fail(1002, f"reserved opcode {opcode}")
-                return out
-            # Section 5.1: clients MUST mask, servers MUST NOT.
-            if bool(masked) != self._expect_masked:
-                self.fail(1002, "unmasked frame" if self._expect_masked else "masked frame")
-                return out
+            # The length is decoded first, so that a frame found in violation can be read past.
             p = pos + 2
             if size == 126:
                 size = (data[p] << 8) | data[p + 1]
@@ -343,15 +393,59 @@ class FrameReader:
             elif size == 127:
                 size = int.from_bytes(data[p : p + 8], "big")
                 p += 8
-                if size >> 63:
-                    # Section 5.2: the most significant bit MUST be 0.
-                    self.fail(1002, "frame length with the most significant bit set")
-                    return out
-            if opcode < 0x8 and size > self._max_size - len(self._msg) - self._streamed:
-                self.fail(1009, f"message larger than max_size ({self._max_size} bytes)")
+            if masked:
+                p += 4  # past the masking key: p is where the payload starts
+            fin = b0 & 0x80
+            opcode = b0 & 0x0F
+            compressed = False
+            if b0 & 0x70:
+                # Section 5.2: RSV1-3 MUST be 0 unless an extension defines them; RFC 7692
+                # section 6 defines RSV1 on the first frame of a data message.
+                if b0 & 0x30 or not self._rsv1_ok or opcode == 0x0 or opcode >= 0x8:
+                    return self._violation(out, 1002, "reserved bits set", data, p, size)
+                compressed = True
+            if opcode >= 0x8:
+                if opcode > 0xA:
+                    return self._violation(out, 1002, f"reserved opcode {opcode}", data, p, size)
+                # Section 5.5: control frames MUST NOT be fragmented and carry <= 125 bytes.
+                if not fin:
+                    return self._violation(out, 1002, "fragmented control frame", data, p, size)
+                if size > 125:
+                    return self._violation(
+                        out, 1002, "control frame payload over 125 bytes", data, p, size
+                    )
+            elif opcode == 0x0:
+                # Section 5.4: a continuation needs a message in progress.
+                if self._msg_opcode == 0:
+                    return self._violation(
+                        out, 1002, "continuation frame without a message to continue",
+                        data, p, size,
+                    )
+            elif opcode <= 0x2:
+                if self._msg_opcode != 0:
+                    return self._violation(
+                        out, 1002, "new data frame before the fragmented message ended",
+                        data, p, size,
+                    )
+            else:
+                return self._violation(out, 1002, f"reserved opcode {opcode}", data, p, size)
+            # Section 5.1: clients MUST mask, servers MUST NOT.
+            if bool(masked) != self._expect_masked:
+                reason = "unmasked frame" if self._expect_masked else "masked frame"
+                return self._violation(out, 1002, reason, data, p, size)
+            if size >> 63:
+                # Section 5.2: the most significant bit MUST be 0. No frame boundary can be
+                # found after such a header.
+                self.fail(1002, "frame length with the most significant bit set")
+                self._lost_sync = True
                 return out
-            mask = bytes(data[p : p + 4]) if masked else None
-            pos = p + (4 if masked else 0)
+            if opcode < 0x8 and size > self._max_size - len(self._msg) - self._streamed:
+                return self._violation(
+                    out, 1009, f"message larger than max_size ({self._max_size} bytes)",
+                    data, p, size,
+                )
+            mask = bytes(data[p - 4 : p]) if masked else None
+            pos = p
             if fin and opcode != 0x0 and n - pos >= size:
                 # Fast path: a whole frame in this chunk, not part of a fragmented message.
                 payload = bytes(data[pos : pos + size])
@@ -366,7 +460,7 @@ class FrameReader:
                         out.append(payload.decode("utf-8"))
                     except UnicodeDecodeError:
                         self.fail(1007, "invalid UTF-8 in text message")
-                        return out
+                        return self._stopped(out, data, pos)
                 elif opcode == 0x2:
                     out.append(payload)
                 else:

@@ -20,6 +20,7 @@ class FrameReader:
     error: tuple[int, str] | None
     closed: bool
     attention: bool
+    peer_closed: bool
     def __init__(
         self, expect_masked: bool, max_size: int | None = None, compressed: bool = False
     ) -> None: ...

@@ -323,6 +323,19 @@ cdef inline Py_ssize_t _header_size(unsigned char b1) noexcept nogil:
     return hlen
 
 
+cdef inline unsigned long long _payload_size(const unsigned char* hp) noexcept nogil:
+    """The payload length a complete header declares (section 5.2)."""
+    cdef unsigned long long size = hp[1] & 0x7F
+    cdef int i
+    if size == 126:
+        size = (<unsigned long long>hp[2] << 8) | hp[3]
+    elif size == 127:
+        size = 0
+        for i in range(8):
+            size = (size << 8) | hp[2 + i]
+    return size
+
+
 cdef class FrameReader:
     """Parse a stream of WebSocket frames (RFC 6455 section 5) into whole messages.
 
@@ -330,9 +343,12 @@ cdef class FrameReader:
     frame they complete: a text message as ``str``, a binary message as ``bytes``, a control frame
     as a tuple ``(opcode, payload)``. Fragments are reassembled and unmasked, text is validated as
     it arrives. On a protocol violation the items before it are returned, ``error`` is set to
-    ``(close_code, reason)`` and nothing more is parsed; after a Close frame nothing more is parsed
-    either (section 5.5.1). ``attention`` tells whether the last ``feed`` returned a tuple or
-    stopped reading (Close or error): whether its result needs more than delivering messages.
+    ``(close_code, reason)`` and nothing more is delivered: what follows is read past frame by
+    frame, without being kept or checked, until a Close frame has arrived whole
+    (``peer_closed``), so that the caller sees the peer's Close reply (section 7.1.7). After a
+    Close frame nothing more is parsed (section 5.5.1). ``attention`` tells whether the last
+    ``feed`` returned a tuple or stopped reading (Close, error, or the Close after an error):
+    whether its result needs more than delivering messages.
 
     With ``compressed`` (permessage-deflate negotiated, RFC 7692), RSV1 may mark the first frame
     of a data message; such a message comes back, still compressed and unvalidated, as a tuple
@@ -342,6 +358,13 @@ cdef class FrameReader:
     cdef readonly object error
     cdef readonly bint closed
     cdef readonly bint attention
+    # After a failure: the peer's Close has been read (whole), past everything before it.
+    cdef readonly bint peer_closed
+    # After a failure: bytes of the current frame still to read past, whether that frame is a
+    # Close, and whether frame boundaries were lost (a length with its top bit set).
+    cdef unsigned long long _skip
+    cdef bint _skip_close
+    cdef bint _lost_sync
     cdef bint _expect_masked
     cdef bint _rsv1_ok
     cdef unsigned long long _max_size
@@ -380,6 +403,10 @@ cdef class FrameReader:
         self.error = None
         self.closed = False
         self.attention = False
+        self.peer_closed = False
+        self._skip = 0
+        self._skip_close = False
+        self._lost_sync = False
         self._hdr_len = 0
         self._in_payload = False
         self._msg_opcode = 0
@@ -416,10 +443,18 @@ cdef class FrameReader:
         return piece
 
     cpdef fail(self, int code, str reason):
-        """Stop reading: record ``(code, reason)`` as the error, as a violation would."""
+        """Stop reading: record ``(code, reason)`` as the error, as a violation would; what
+        follows is read past, up to the peer's Close. A second failure changes nothing."""
+        if self.error is not None:
+            return 0
         self.error = (code, reason)
         self.closed = True
         self.attention = True
+        # Read past the rest of the frame in progress, if any (a violation found in a header
+        # sets the frame's length itself).
+        self._skip = self._remaining if self._in_payload else 0
+        self._skip_close = False
+        self._in_payload = False
         self._msg = None
         self._whole = None
         self._msg_len = 0
@@ -436,22 +471,99 @@ cdef class FrameReader:
         cdef Py_ssize_t n
         self.attention = False
         if self.closed:
-            return out
+            if self.error is None or self.peer_closed or self._lost_sync:
+                return out  # after a Close, or nothing more to look for: ignored
         if PyBytes_CheckExact(data):
             n = PyBytes_GET_SIZE(data)
             if 0 <= nbytes < n:
                 n = nbytes
-            self._feed(<const unsigned char*>PyBytes_AS_STRING(data), n, out)
+            if self.closed:
+                self._read_past(<const unsigned char*>PyBytes_AS_STRING(data), n)
+            else:
+                self._feed(<const unsigned char*>PyBytes_AS_STRING(data), n, out)
         else:
             PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
             try:
                 n = view.len
                 if 0 <= nbytes < n:
                     n = nbytes
-                self._feed(<const unsigned char*>view.buf, n, out)
+                if self.closed:
+                    self._read_past(<const unsigned char*>view.buf, n)
+                else:
+                    self._feed(<const unsigned char*>view.buf, n, out)
             finally:
                 PyBuffer_Release(&view)
         return out
+
+    cdef int _read_past(self, const unsigned char* buf, Py_ssize_t n) except -1:
+        """After a failure: read past whole frames without keeping, unmasking or checking
+        them, until a Close frame has arrived whole (``peer_closed``, with ``attention``). Only
+        a header that is incomplete is held, so the peer cannot make this buffer anything."""
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t take
+        cdef const unsigned char* hp
+        while not self.peer_closed:
+            if self._skip:
+                if pos >= n:
+                    break
+                take = <Py_ssize_t>self._skip if self._skip < <unsigned long long>(n - pos) else n - pos
+                pos += take
+                self._skip -= take
+                if self._skip:
+                    break
+            if self._skip_close:
+                self.peer_closed = True
+                self.attention = True
+                break
+            if pos >= n:
+                break
+            hp = self._next_header(buf, &pos, n)
+            if hp == NULL:
+                break
+            self._skip = _payload_size(hp)
+            if self._skip >> 63:
+                self._lost_sync = True  # no frame boundary to find any more
+                break
+            self._skip_close = (hp[0] & 0x0F) == 0x8
+        return 0
+
+    cdef inline const unsigned char* _next_header(self, const unsigned char* buf,
+                                                  Py_ssize_t* pos, Py_ssize_t n):
+        """The complete frame header at ``buf[pos[0]]`` (``pos`` moves past it), or NULL when it
+        is split across feeds (its start is kept in ``_hdr`` and all of ``buf`` is consumed)."""
+        cdef Py_ssize_t p = pos[0]
+        cdef Py_ssize_t hlen, take
+        # Section 5.2: the base header is 2 bytes, then 0, 2 or 8 length bytes, then the
+        # 4-byte masking key when the MASK bit is set.
+        if self._hdr_len:
+            if self._hdr_len == 1:
+                self._hdr[1] = buf[p]
+                p += 1
+                self._hdr_len = 2
+            hlen = _header_size(self._hdr[1])
+            take = hlen - self._hdr_len
+            if take > n - p:
+                take = n - p
+            memcpy(self._hdr + self._hdr_len, buf + p, take)
+            self._hdr_len += take
+            pos[0] = p + take
+            if self._hdr_len < hlen:
+                return NULL
+            self._hdr_len = 0
+            return self._hdr
+        if n - p < 2:
+            self._hdr[0] = buf[p]
+            self._hdr_len = 1
+            pos[0] = n
+            return NULL
+        hlen = _header_size(buf[p + 1])
+        if n - p < hlen:
+            memcpy(self._hdr, buf + p, n - p)
+            self._hdr_len = n - p
+            pos[0] = n
+            return NULL
+        pos[0] = p + hlen
+        return buf + p
 
     def direct_buffer(self, Py_ssize_t minimum):
         """A writable view onto the rest of the payload of the message being received, when it
@@ -495,7 +607,7 @@ cdef class FrameReader:
 
     cdef int _feed(self, const unsigned char* buf, Py_ssize_t n, list out) except -1:
         cdef Py_ssize_t pos = 0
-        cdef Py_ssize_t hlen, take
+        cdef Py_ssize_t take
         cdef const unsigned char* hp
         cdef unsigned char* dst
         cdef unsigned long long size
@@ -527,53 +639,26 @@ cdef class FrameReader:
                         self._utf8 = _utf8_step(self._utf8, dst, take)
                         if self._utf8 < 0:
                             self.fail(1007, "invalid UTF-8 in text message")
-                            return 0
+                            return self._stopped(buf, pos, n)
                 if self._remaining:
                     break
                 self._in_payload = False
                 if not self._end_frame(out):
-                    return 0
+                    return self._stopped(buf, pos, n)
                 continue
             if pos >= n:
                 break
-            # Section 5.2: the base header is 2 bytes, then 0, 2 or 8 length bytes, then the
-            # 4-byte masking key when the MASK bit is set.
-            if self._hdr_len:
-                if self._hdr_len == 1:
-                    self._hdr[1] = buf[pos]
-                    pos += 1
-                    self._hdr_len = 2
-                hlen = _header_size(self._hdr[1])
-                take = hlen - self._hdr_len
-                if take > n - pos:
-                    take = n - pos
-                memcpy(self._hdr + self._hdr_len, buf + pos, take)
-                self._hdr_len += take
-                pos += take
-                if self._hdr_len < hlen:
-                    break
-                self._hdr_len = 0
-                hp = self._hdr
-            else:
-                if n - pos < 2:
-                    self._hdr[0] = buf[pos]
-                    self._hdr_len = 1
-                    break
-                hlen = _header_size(buf[pos + 1])
-                if n - pos < hlen:
-                    memcpy(self._hdr, buf + pos, n - pos)
-                    self._hdr_len = n - pos
-                    break
-                hp = buf + pos
-                pos += hlen
+            hp = self._next_header(buf, &pos, n)
+            if hp == NULL:
+                break
             if not self._parse_header(hp):
-                return 0
+                return self._stopped(buf, pos, n)
             opcode = self._opcode
             size = self._remaining
             if self._fin and opcode != 0x0 and size <= <unsigned long long>(n - pos):
                 # Fast path: a whole frame in this chunk, not part of a fragmented message.
                 if not self._whole_frame(buf + pos, <Py_ssize_t>size, out):
-                    return 0
+                    return self._stopped(buf, pos, n)
                 pos += <Py_ssize_t>size
                 if opcode < 0x8:
                     self._stream = False  # the next message came whole
@@ -600,6 +685,19 @@ cdef class FrameReader:
                     self._msg = bytearray()
         return 0
 
+    cdef int _stopped(self, const unsigned char* buf, Py_ssize_t pos, Py_ssize_t n) except -1:
+        """_feed stopped at ``pos``: after a Close there is nothing more to read; after a
+        violation the rest of ``buf`` is read past."""
+        if self.error is not None and not self._lost_sync:
+            self._read_past(buf + pos, n - pos)
+        return 0
+
+    cdef bint _violation(self, int code, str reason, unsigned long long size) except -1:
+        """A violation found in a header whose frame carries ``size`` more bytes."""
+        self.fail(code, reason)
+        self._skip = size
+        return False
+
     cdef bint _parse_header(self, const unsigned char* hp) except -1:
         """Decode and check one complete header; False (with ``error`` set) on a violation."""
         cdef unsigned char b0 = hp[0]
@@ -607,65 +705,53 @@ cdef class FrameReader:
         cdef int opcode = b0 & 0x0F
         cdef bint fin = (b0 & 0x80) != 0
         cdef bint masked = (b1 & 0x80) != 0
-        cdef unsigned long long size = b1 & 0x7F
-        cdef Py_ssize_t p = 2
-        cdef int i
+        # Decoded first, so that a frame found in violation can be read past.
+        cdef unsigned long long size = _payload_size(hp)
         self._compressed = False
         if b0 & 0x70:
             # Section 5.2: RSV1-3 MUST be 0 unless an extension defines them; RFC 7692
             # section 6 defines RSV1 on the first frame of a data message.
             if b0 & 0x30 or not self._rsv1_ok or opcode == 0x0 or opcode >= 0x8:
-                self.fail(1002, "reserved bits set")
-                return False
+                return self._violation(1002, "reserved bits set", size)
             self._compressed = True
         if opcode >= 0x8:
             if opcode > 0xA:
-                self.fail(1002, f"reserved opcode {opcode}")
-                return False
+                return self._violation(1002, f"reserved opcode {opcode}", size)
             # Section 5.5: control frames MUST NOT be fragmented and carry <= 125 bytes.
             if not fin:
-                self.fail(1002, "fragmented control frame")
-                return False
+                return self._violation(1002, "fragmented control frame", size)
             if size > 125:
-                self.fail(1002, "control frame payload over 125 bytes")
-                return False
+                return self._violation(1002, "control frame payload over 125 bytes", size)
         elif opcode == 0x0:
             # Section 5.4: a continuation needs a message in progress.
             if self._msg_opcode == 0:
-                self.fail(1002, "continuation frame without a message to continue")
-                return False
+                return self._violation(
+                    1002, "continuation frame without a message to continue", size)
         elif opcode <= 0x2:
             if self._msg_opcode != 0:
-                self.fail(1002, "new data frame before the fragmented message ended")
-                return False
+                return self._violation(
+                    1002, "new data frame before the fragmented message ended", size)
         else:
-            self.fail(1002, f"reserved opcode {opcode}")
-            return False
+            return self._violation(1002, f"reserved opcode {opcode}", size)
         # Section 5.1: clients MUST mask, servers MUST NOT.
         if masked != self._expect_masked:
-            self.fail(1002, "unmasked frame" if self._expect_masked else "masked frame")
+            return self._violation(
+                1002, "unmasked frame" if self._expect_masked else "masked frame", size)
+        if size >> 63:
+            # Section 5.2: the most significant bit MUST be 0. No frame boundary can be found
+            # after such a header.
+            self.fail(1002, "frame length with the most significant bit set")
+            self._lost_sync = True
             return False
-        if size == 126:
-            size = (<unsigned long long>hp[2] << 8) | hp[3]
-            p = 4
-        elif size == 127:
-            size = 0
-            for i in range(8):
-                size = (size << 8) | hp[2 + i]
-            p = 10
-            if size >> 63:
-                # Section 5.2: the most significant bit MUST be 0.
-                self.fail(1002, "frame length with the most significant bit set")
-                return False
         if opcode < 0x8 and size > (self._max_size - <unsigned long long>self._msg_len
                                     - self._streamed):
-            self.fail(1009, f"message larger than max_size ({self._max_size} bytes)")
-            return False
+            return self._violation(
+                1009, f"message larger than max_size ({self._max_size} bytes)", size)
         self._opcode = opcode
         self._fin = fin
         self._masked = masked
         if masked:
-            memcpy(self._mask, hp + p, 4)
+            memcpy(self._mask, hp + _header_size(b1) - 4, 4)
         self._remaining = size
         return True
 
@@ -687,8 +773,7 @@ cdef class FrameReader:
             try:
                 out.append(PyUnicode_DecodeUTF8(<const char*>src, size, NULL))
             except UnicodeDecodeError:
-                self.fail(1007, "invalid UTF-8 in text message")
-                return False
+                return self._violation(1007, "invalid UTF-8 in text message", size)
             return True
         payload = PyBytes_FromStringAndSize(NULL, size)
         if self._masked:
