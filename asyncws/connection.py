@@ -58,6 +58,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         "_lost",
         "_close_timeout",
         "_close_timer",
+        "_closing",
         "_ping_waiters",
         "_peer",
         "_keepalive",
@@ -110,7 +111,10 @@ class Websocket(MessagePump, asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._close_timeout = settings.close_timeout
+        # Runs _fail_now for a deferred violation, then (once closing started) aborts the
+        # transport when close_timeout passes.
         self._close_timer: asyncio.TimerHandle | None = None
+        self._closing = False  # _start_closing ran: waiters released, abort armed
         # Ping payload -> (waiter, time sent), created on the first ping.
         self._ping_waiters: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
         self._peer = transport.get_extra_info("peername")
@@ -230,9 +234,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         except BaseException:
             if not first and core.state == OPEN:
                 # Half a message is on the wire: nothing else can follow it (section 5.4).
-                core.fail(1011, "fragmented send interrupted")
-                self._write_bytes(core.data_to_send())
-                self._closing_done()
+                self._fail(1011, "fragmented send interrupted")
             raise
 
     async def close(self, status: int = 1000, reason: str = "") -> None:
@@ -243,9 +245,13 @@ class Websocket(MessagePump, asyncio.Protocol):
         no reason, which sends a Close without a status): else ``ValueError``. The reason must
         fit a control frame (123 bytes of UTF-8)."""
         core = self._core
-        if core.state == OPEN and not self._transport.is_closing():
+        if self._failure_deferred:
+            self._fail_now()  # the violation's own close code goes out
+        elif core.state == OPEN and not self._transport.is_closing():
             self._write_bytes(core.send_close(status, reason))
-        await self._wait_lost()
+        self._start_closing()
+        # _start_closing bounds this: the transport is aborted when close_timeout passes.
+        await asyncio.shield(self._lost)
 
     async def ping(self, data: bytes | None = None) -> asyncio.Future[float]:
         """Send a Ping; return a future that resolves with the round-trip time (seconds) when
@@ -301,7 +307,7 @@ class Websocket(MessagePump, asyncio.Protocol):
                 self._close_timer = self._loop.call_later(self._close_timeout, self._fail_now)
             else:
                 self._fail_now()
-        elif core.state == CLOSED and not self._eof:
+        elif core.state == CLOSED:
             self._closing_done()
 
     def eof_received(self) -> bool | None:
@@ -320,14 +326,7 @@ class Websocket(MessagePump, asyncio.Protocol):
             self._keepalive = None
         if not self._lost.done():
             self._lost.set_result(None)
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_exception(self._closed_error())
-        self._drain_waiters.clear()
-        if self._ping_waiters:
-            for fut, _ in self._ping_waiters.values():
-                fut.cancel()
-            self._ping_waiters = None
+        self._release_waiters()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -362,44 +361,90 @@ class Websocket(MessagePump, asyncio.Protocol):
             self._close_timer.cancel()
             self._close_timer = None
         self._failure_deferred = False
-        # Read again (whatever paused it) to see the peer's Close reply and the end of the
-        # stream: the reader ignores any data after a failure, so nothing accumulates.
-        self._resume_reading(_PAUSE_QUEUE | _PAUSE_WRITE | _PAUSE_FAILURE)
         core = self._core
         core.fail_pending()
         if core.outgoing:
             self._write_bytes(core.data_to_send())
-        if not self._eof:
-            self._closing_done()
+        self._closing_done()
 
     def _closing_done(self) -> None:
-        """The protocol reached CLOSED through a Close exchange or a failure."""
-        core = self._core
-        self._end()
-        if core.failure is not None:
-            code, reason = core.failure
-            logger.info("failing connection with %s: %d %s", self._peer, code, reason)
-        if core.is_client:
-            # Section 7.1.1: the server closes the TCP connection first; don't wait forever.
-            self._close_timer = self._loop.call_later(self._close_timeout, self._transport.abort)
-        else:
-            self._transport.close()
+        """The protocol is CLOSED: by a Close exchange, or by a failure (the Close that says
+        why is written). Ends the TCP connection as section 7.1.1 asks, cleanly whenever the
+        peer lets it, so that the peer always reads our Close:
 
-    async def _wait_lost(self) -> None:
-        if self._lost.done():
+        - a server closes once the peer's Close is in; after a failure the reader reads past
+          whatever the peer still sends until its Close reply arrives, and on a plain socket the
+          FIN goes out at once, after our Close, while reading goes on to the peer's end of the
+          stream (closing a socket with unread data would reset it and could destroy the Close);
+        - a client waits for the server to close;
+        - ``close_timeout`` after closing started, whatever is left is aborted.
+
+        Called again as the peer's Close arrives; only the first call does the rest."""
+        core = self._core
+        transport = self._transport
+        if not self._eof:
+            self._end()
+            if core.failure is not None:
+                code, reason = core.failure
+                logger.info("failing connection with %s: %d %s", self._peer, code, reason)
+            # Nothing more is delivered (the reader reads past it): read whatever paused
+            # reading, to see the peer's Close and the end of the stream.
+            self._resume_reading(_PAUSE_QUEUE | _PAUSE_WRITE | _PAUSE_FAILURE)
+            self._start_closing()
+            if core.failure is not None and not core.is_client and transport.can_write_eof():
+                self._write_held()
+                transport.write_eof()
+                return  # the peer's end of the stream closes the transport
+        if (
+            not core.is_client
+            and core.close_received
+            and not transport.is_closing()
+            and not (core.failure is not None and transport.can_write_eof())
+        ):
+            transport.close()
+
+    def _start_closing(self) -> None:
+        """The connection stopped being open (a Close sent or received, or a failure): release
+        every waiting send, flush and ping now with their documented result, and abort the
+        transport if the connection has not ended ``close_timeout`` from now (a dead peer
+        never drains a write buffer nor answers a Close)."""
+        if self._closing:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._lost), self._close_timeout)
-        except asyncio.TimeoutError:
-            logger.info("closing handshake with %s timed out; dropping it", self._peer)
-            self._transport.abort()
-            await self._lost
+        self._closing = True
+        self._failure_deferred = False
+        self._release_waiters()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self._close_timer = self._loop.call_later(self._close_timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        logger.info(
+            "closing handshake with %s did not end within close_timeout (%s s); aborting",
+            self._peer,
+            self._close_timeout,
+        )
+        self._transport.abort()
+
+    def _release_waiters(self) -> None:
+        """Wake every send()/flush waiting for the write buffer (ConnectionClosed) and cancel
+        every ping() waiting for its Pong."""
+        if self._drain_waiters:
+            error = self._closed_error()
+            for waiter in self._drain_waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            self._drain_waiters.clear()
+        if self._ping_waiters:
+            for fut, _ in self._ping_waiters.values():
+                fut.cancel()
+            self._ping_waiters = None
 
     def _closed_error(self) -> ConnectionClosed:
         return ConnectionClosed(self._core.close_code, self._core.close_reason)
 
     async def _drain(self) -> None:
-        if self._lost.done():
+        if self._closing or self._lost.done():
             raise self._closed_error()
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._drain_waiters.append(waiter)
@@ -446,7 +491,12 @@ class Websocket(MessagePump, asyncio.Protocol):
         if core.state == CLOSED:
             return
         logger.info("no pong from %s within ping_timeout; closing with 1011", self._peer)
-        core.fail(1011, "keepalive ping timeout")
+        self._fail(1011, "keepalive ping timeout")
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection from this side (section 7.1.7) for a reason of its own."""
+        core = self._core
+        core.fail(code, reason)
         if core.outgoing:
             self._write_bytes(core.data_to_send())
         self._closing_done()

@@ -136,7 +136,7 @@ class Protocol:
         record pongs, handle a Close, hold a violation; return the messages alone."""
         self.attention = True
         messages: list[Message] = []
-        for item in items:
+        for index, item in enumerate(items):
             if type(item) is not tuple:
                 messages.append(item)
                 continue
@@ -149,7 +149,11 @@ class Protocol:
                 # A compressed message (the reader only returns those as tuples).
                 msg = self._inflate(opcode, payload)
                 if msg is None:
-                    break  # failed: nothing after it is delivered
+                    # Failed: nothing after it is delivered, but a Close after it is the
+                    # peer's Close reply all the same.
+                    if any(type(x) is tuple and x[0] == OP_CLOSE for x in items[index + 1 :]):
+                        self.close_received = True
+                    break
                 messages.append(msg)
             elif opcode == OP_PING:
                 # Section 5.5.2: answer with a Pong carrying the same data, unless closing.
@@ -159,9 +163,14 @@ class Protocol:
                 self.pongs.append(payload)
             elif opcode == OP_CLOSE:
                 self._receive_close(payload)
-        error = self.reader.error
-        if error is not None and self.state != CLOSED and self.pending_failure is None:
-            self.pending_failure = error
+        reader = self.reader
+        error = reader.error
+        if error is not None:
+            if self.state != CLOSED and self.pending_failure is None:
+                self.pending_failure = error
+            if reader.peer_closed:
+                # After our failure, the reader read past everything up to the peer's Close.
+                self.close_received = True
         return messages
 
     def _piece(self, opcode: int, payload: bytes, fin: bool) -> Fragment:
@@ -220,6 +229,9 @@ class Protocol:
         self.failure = (code, reason)
         self.close_code = code
         self.close_reason = reason
+        # Nothing the peer sends from now on is delivered; the reader reads past it, up to
+        # the peer's Close.
+        self.reader.fail(code, reason)
         if not self.close_sent:
             payload = _close_payload(code, reason)
             self.outgoing.append(build_frame(OP_CLOSE, payload, self.is_client))

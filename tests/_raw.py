@@ -153,8 +153,11 @@ async def read_head(reader: asyncio.StreamReader, timeout: float = 10.0) -> Http
     return HttpHead(raw)
 
 
-async def read_to_eof(reader: asyncio.StreamReader, timeout: float = 10.0) -> bytes:
-    """Everything until the peer closes (a reset counts as the end)."""
+async def read_to_eof(
+    reader: asyncio.StreamReader, timeout: float = 10.0, *, allow_reset: bool = True
+) -> bytes:
+    """Everything until the peer closes (a reset counts as the end, unless ``allow_reset`` is
+    false: then it raises ConnectionResetError)."""
     chunks = []
 
     async def go() -> None:
@@ -162,6 +165,8 @@ async def read_to_eof(reader: asyncio.StreamReader, timeout: float = 10.0) -> by
             try:
                 data = await reader.read(65536)
             except ConnectionError:
+                if not allow_reset:
+                    raise
                 return
             if not data:
                 return
@@ -184,9 +189,15 @@ async def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[HttpH
         writer.close()
 
 
-async def open_raw(port: int, **kw: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw connection past a valid handshake: frames can be written by hand."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
+async def open_raw(
+    port: int, *, ssl: Any = None, unix: str | None = None, **kw: Any
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection past a valid handshake: frames can be written by hand. ``ssl`` (a
+    client context) for TLS; ``unix`` connects to that Unix socket path instead of ``port``."""
+    if unix is not None:
+        reader, writer = await asyncio.open_unix_connection(unix, limit=2**20)
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20, ssl=ssl)
     writer.write(upgrade_request(port, **kw))
     head = await read_head(reader)
     if not head.start.startswith("HTTP/1.1 101 "):
@@ -322,8 +333,12 @@ async def check_served(port: int, text: str = "still here") -> None:
 @contextlib.asynccontextmanager
 async def raw_server(
     handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    *,
+    unix: str | None = None,
+    **kw: Any,
 ) -> AsyncIterator[int]:
-    """A plain asyncio TCP server on 127.0.0.1, port 0 (to play a hostile WebSocket server)."""
+    """A plain asyncio TCP server on 127.0.0.1, port 0 (to play a hostile WebSocket server);
+    on the Unix socket path ``unix`` instead when given. ``kw`` goes to asyncio (``ssl=``)."""
     tasks: list[asyncio.Task[None]] = []
 
     async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -339,8 +354,12 @@ async def raw_server(
         finally:
             writer.close()
 
-    server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    if unix is not None:
+        server = await asyncio.start_unix_server(wrapped, unix, **kw)
+        port = 0
+    else:
+        server = await asyncio.start_server(wrapped, "127.0.0.1", 0, **kw)
+        port = server.sockets[0].getsockname()[1]
     try:
         yield port
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import ssl
 from collections.abc import Awaitable
 from typing import Any, Callable
 
@@ -24,6 +25,19 @@ def load_backend(name: str) -> Any:
         return importlib.import_module(f"asyncws._{name}")
     except ImportError:
         pytest.fail(f"asyncws._{name} is not built: run `python -m pip install -e '.[test]'`")
+
+
+@pytest.fixture(scope="session")
+def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts for 127.0.0.1 and localhost, from a test CA (trustme)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
 
 
 @pytest.fixture(params=BACKENDS)

@@ -13,16 +13,7 @@ import asyncws  # noqa: E402
 
 from .conftest import Server, run  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def contexts():
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
+# ``contexts``: the test CA's server and client contexts (conftest.py).
 
 
 def test_wss_echo(contexts) -> None:
