@@ -211,8 +211,24 @@ def _err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+# What a peer sends must not drive the terminal: C0 controls but tab and newline (ESC starts
+# the sequences that clear the screen, move the cursor or set the window title), DEL, C1
+# controls (0x9B is a one-character CSI in some terminals) and lone surrogates.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _printable(text: str) -> str:
+    """``text`` with every control character a peer could use on a terminal escaped."""
+    return _UNPRINTABLE.sub(_escape_char, text)
+
+
 def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    return _printable(str(exc) or type(exc).__name__)
 
 
 def _on_stop_signals(callback: Callable[[], None]) -> Callable[[], None]:
@@ -292,7 +308,7 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None
 
 def _show(message: str | bytes) -> str:
     if isinstance(message, str):
-        return f"< {message}"
+        return f"< {_printable(message)}"
     return f"< (binary) {len(message)} bytes: {message[:BINARY_PREVIEW].hex()}"
 
 
@@ -398,7 +414,7 @@ async def _client(options: argparse.Namespace) -> int:
         for task in (incoming, outgoing, stopped):
             task.cancel()
         ws.writer.abort()  # a no-op once closed; cuts the connection if we were interrupted
-    code, reason = ws.close_code, ws.close_reason
+    code, reason = ws.close_code, _printable(ws.close_reason)
     _out(f"Connection closed: {code}{' ' + reason if reason else ''}.")
     return 0
 

@@ -277,6 +277,33 @@ def test_client_reports_server_close_and_binary() -> None:
     assert err == ""  # in particular no fatal error from the stdin thread at exit
 
 
+def test_client_escapes_terminal_controls_from_the_peer() -> None:
+    """A server's messages and close reason cannot drive the terminal: escape sequences
+    (clear screen, cursor moves, window title), BEL, DEL and C1 controls come out escaped;
+    newline and tab stay."""
+    hostile = "\x1b[2J\x1b[1;1Hgone\x1b]0;pwned\x07 \x9b31mred\x7f\r!"
+
+    async def handler(ws: asyncws.Websocket) -> None:
+        await ws.send(hostile)
+        await ws.send("two\nlines\tand a tab")
+        await ws.close(4000, "bye\x1b[H\x1bc")
+
+    with thread_server(handler) as url:
+        proc = cli_run(url)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"Connected to {url}.",
+        "< \\x1b[2J\\x1b[1;1Hgone\\x1b]0;pwned\\x07 \\x9b31mred\\x7f\\x0d!",
+        "< two",
+        "lines\tand a tab",
+        "Connection closed: 4000 bye\\x1b[H\\x1bc.",
+    ]
+    controls = {
+        c for c in proc.stdout if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0
+    }
+    assert not controls
+
+
 def test_client_headers_and_max_size() -> None:
     async def handler(ws: asyncws.Websocket) -> None:
         assert ws.request is not None
