@@ -1,4 +1,5 @@
-"""Build script for the optional Cython extension ``asyncws._speedups``.
+"""Build script for the optional Cython extensions ``asyncws._speedups`` (the framing kernels)
+and ``asyncws._pump_c`` (the per-message pump, compiled from ``asyncws/_pump.py``).
 
 The extension is an accelerator, not a requirement: when it cannot be compiled
 (no C compiler, no Cython), the install still succeeds and asyncws runs on its
@@ -34,7 +35,7 @@ class OptionalBuildExt(build_ext):
             # Wheel builds (cibuildwheel sets this) must not ship the fallback silently.
             raise RuntimeError(f"asyncws: the C extension is required but failed: {exc!r}")
         msg = (
-            "asyncws: could not compile the C extension asyncws._speedups "
+            "asyncws: could not compile the C extensions "
             f"({exc!r}); installing the pure-Python fallback, which is slower."
         )
         warnings.warn(msg, stacklevel=1)
@@ -50,13 +51,14 @@ def extensions() -> list:
         print("WARNING: asyncws: Cython is not installed; no C extension.", file=sys.stderr)
         return []
     compile_args = [] if sys.platform == "win32" else ["-O3"]
-    ext = Extension(
-        "asyncws._speedups",
-        ["asyncws/_speedups.pyx"],
-        extra_compile_args=compile_args,
+    kernels = Extension(
+        "asyncws._speedups", ["asyncws/_speedups.pyx"], extra_compile_args=compile_args
     )
+    # The per-message pump is one Python source, run as it is by the pure-Python backend and
+    # compiled here as a module of its own, typed and bound to the C kernels by _pump_c.pxd.
+    pump = Extension("asyncws._pump_c", ["asyncws/_pump.py"], extra_compile_args=compile_args)
     return cythonize(
-        [ext],
+        [kernels, pump],
         compiler_directives={
             "language_level": "3",
             "boundscheck": False,

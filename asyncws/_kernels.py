@@ -1,12 +1,14 @@
-"""The one place that chooses which framing kernels asyncws runs on.
+"""The one place that chooses which kernels asyncws runs on.
 
-This module holds the selection between the Cython extension ``_speedups`` and its pure-Python
-twin ``_purepython`` and re-exports the chosen set under one interface (``apply_mask``,
-``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``, ``build_frame``, ``build_header``,
-``build_message``, and ``MessagePump``, the per-message path ``connection.Websocket`` builds on).
-The choice is made once, at import time: the extension when it imports, unless the environment
-sets ``ASYNCWS_NO_SPEEDUPS=1``. Nothing else in the package may import either backend directly
-or know that two exist; ``HAS_SPEEDUPS`` tells which one is active.
+This module holds the selection between the compiled backend (the Cython extension
+``_speedups`` with the per-message pump compiled from ``_pump.py`` as ``_pump_c``) and the
+pure-Python one (``_purepython`` with ``_pump.py`` run as it is), and re-exports the chosen set
+under one interface (``apply_mask``, ``apply_mask_inplace``, ``Utf8Validator``,
+``FrameReader``, ``build_frame``, ``build_header``, ``build_message``, and ``MessagePump``, the
+per-message path ``connection.Websocket`` builds on, with its constants). The choice is made
+once, at import time: the compiled one when it imports, unless the environment sets
+``ASYNCWS_NO_SPEEDUPS=1``. Nothing else in the package may import either backend directly or
+know that two exist; ``HAS_SPEEDUPS`` tells which one is active.
 """
 
 from __future__ import annotations
@@ -28,18 +30,24 @@ __all__ = [
     "DIRECT_READ_MIN",
     "LARGE_PAYLOAD",
     "PAUSE_QUEUE",
+    "PAUSE_WRITE",
+    "PAUSE_FAILURE",
 ]
 
 HAS_SPEEDUPS = False
 _FORCED_OFF = os.environ.get("ASYNCWS_NO_SPEEDUPS", "") in ("1", "true", "yes")
 if not _FORCED_OFF:
     try:
-        from ._speedups import (
+        from ._pump_c import (
             DIRECT_READ_MIN,
             LARGE_PAYLOAD,
+            PAUSE_FAILURE,
             PAUSE_QUEUE,
-            FrameReader,
+            PAUSE_WRITE,
             MessagePump,
+        )
+        from ._speedups import (
+            FrameReader,
             Utf8Validator,
             apply_mask,
             apply_mask_inplace,
@@ -59,12 +67,16 @@ if not _FORCED_OFF:
         )
 
 if not HAS_SPEEDUPS:
-    from ._purepython import (  # type: ignore[assignment]
+    from ._pump import (
         DIRECT_READ_MIN,
         LARGE_PAYLOAD,
+        PAUSE_FAILURE,
         PAUSE_QUEUE,
-        FrameReader,
+        PAUSE_WRITE,
         MessagePump,
+    )
+    from ._purepython import (  # type: ignore[assignment]
+        FrameReader,
         Utf8Validator,
         apply_mask,
         apply_mask_inplace,

@@ -2,16 +2,14 @@
 """The framing kernels in Cython: masking, UTF-8 validation, frame parsing and building.
 
 This module holds ``apply_mask``, ``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``,
-``build_frame`` and ``build_header``: the per-byte and per-frame work of RFC 6455, written against
-raw buffers so that a received chunk is parsed in one call with one copy per message; and
-``MessagePump``, the per-message path of a connection (received bytes to ``recv()``, ``send()``
-to the transport) that ``connection.Websocket`` builds on, so that a message costs C calls, not
-Python frames. It mirrors ``_purepython.py`` name for name and branch for branch; it must not
-import asyncio (it only calls the loop, transport and protocol objects it is given), know about
-handshakes, or know which backend is active (``_kernels`` decides that).
+``build_frame``, ``build_header`` and ``build_message``: the per-byte and per-frame work of RFC
+6455, written against raw buffers so that a received chunk is parsed in one call with one copy
+per message. ``_speedups.pxd`` declares what the compiled per-message pump (``_pump_c``) calls
+at C level. It mirrors ``_purepython.py`` name for name and branch for branch; it must not
+import asyncio, know about handshakes or connections, or know which backend is active
+(``_kernels`` decides that).
 """
 
-import collections.abc as _abc
 import os
 
 cimport cython
@@ -29,7 +27,6 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
-from cpython.exc cimport PyErr_SetObject
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint32_t, uint64_t
@@ -39,20 +36,6 @@ from libc.string cimport memcpy
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
 
-cdef extern from *:
-    """
-    /* fut.__await__() through the type's slot: no attribute lookup, no bound method. */
-    static PyObject *asyncws_await_iter(PyObject *o) {
-        PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;
-        if (am != NULL && am->am_await != NULL) {
-            return am->am_await(o);
-        }
-        return PyObject_CallMethod(o, "__await__", NULL);
-    }
-    """
-    object _await_iter "asyncws_await_iter"(object o)
-
-
 __all__ = [
     "apply_mask",
     "apply_mask_inplace",
@@ -61,12 +44,6 @@ __all__ = [
     "build_frame",
     "build_header",
     "build_message",
-    "MessagePump",
-    "Sent",
-    "Receiving",
-    "DIRECT_READ_MIN",
-    "LARGE_PAYLOAD",
-    "PAUSE_QUEUE",
 ]
 
 # Largest "no limit" size: a frame length is at most 2**63 - 1 (section 5.2).
@@ -355,46 +332,6 @@ cdef class FrameReader:
     ``(OP_TEXT or OP_BINARY, payload)`` for the caller to inflate.
     """
 
-    cdef readonly object error
-    cdef readonly bint closed
-    cdef readonly bint attention
-    # After a failure: the peer's Close has been read (whole), past everything before it.
-    cdef readonly bint peer_closed
-    # After a failure: bytes of the current frame still to read past, whether that frame is a
-    # Close, and whether frame boundaries were lost (a length with its top bit set).
-    cdef unsigned long long _skip
-    cdef bint _skip_close
-    cdef bint _lost_sync
-    cdef bint _expect_masked
-    cdef bint _rsv1_ok
-    cdef unsigned long long _max_size
-    # The start of a header split across two feeds.
-    cdef unsigned char _hdr[14]
-    cdef Py_ssize_t _hdr_len
-    # The frame being read when its payload spans feeds.
-    cdef bint _in_payload
-    cdef int _opcode
-    cdef bint _fin
-    cdef bint _masked
-    cdef bint _compressed
-    cdef unsigned char _mask[4]
-    cdef unsigned long long _remaining
-    cdef unsigned long long _offset
-    cdef unsigned char _control[125]
-    cdef Py_ssize_t _control_len
-    # The message being assembled.
-    cdef int _msg_opcode
-    cdef bint _msg_compressed
-    cdef bytearray _msg
-    # An unfragmented message arriving in pieces goes straight into its final bytes object.
-    cdef bytes _whole
-    cdef Py_ssize_t _msg_len
-    cdef int _utf8
-    # stream_next_message(): the next fragmented message comes out piece by piece; _streamed
-    # counts the bytes of it already handed out (max_size still applies).
-    cdef bint _stream
-    cdef unsigned long long _streamed
-
     def __init__(self, bint expect_masked, max_size=None, bint compressed=False):
         self._expect_masked = expect_masked
         self._rsv1_ok = compressed
@@ -442,7 +379,7 @@ cdef class FrameReader:
         self._msg_len = 0
         return piece
 
-    cpdef fail(self, int code, str reason):
+    cpdef int fail(self, int code, str reason) except -1:
         """Stop reading: record ``(code, reason)`` as the error, as a violation would; what
         follows is read past, up to the peer's Close. A second failure changes nothing."""
         if self.error is not None:
@@ -460,12 +397,9 @@ cdef class FrameReader:
         self._msg_len = 0
         return 0
 
-    def feed(self, data, Py_ssize_t nbytes=-1):
+    cpdef list feed(self, object data, Py_ssize_t nbytes=-1):
         """Parse ``data`` (its first ``nbytes`` bytes when given: a reusable read buffer needs
         no slicing) and return the items it completes. Nothing of ``data`` is kept."""
-        return self._feed_object(data, nbytes)
-
-    cdef list _feed_object(self, object data, Py_ssize_t nbytes):
         cdef Py_buffer view
         cdef list out = []
         cdef Py_ssize_t n
@@ -527,8 +461,8 @@ cdef class FrameReader:
             self._skip_close = (hp[0] & 0x0F) == 0x8
         return 0
 
-    cdef inline const unsigned char* _next_header(self, const unsigned char* buf,
-                                                  Py_ssize_t* pos, Py_ssize_t n):
+    cdef inline const unsigned char* _next_header(self, const unsigned char* buf, Py_ssize_t* pos,
+                                           Py_ssize_t n):
         """The complete frame header at ``buf[pos[0]]`` (``pos`` moves past it), or NULL when it
         is split across feeds (its start is kept in ``_hdr`` and all of ``buf`` is consumed)."""
         cdef Py_ssize_t p = pos[0]
@@ -565,7 +499,7 @@ cdef class FrameReader:
         pos[0] = p + hlen
         return buf + p
 
-    def direct_buffer(self, Py_ssize_t minimum):
+    cpdef object direct_buffer(self, Py_ssize_t minimum):
         """A writable view onto the rest of the payload of the message being received, when it
         is a data frame whose final buffer is already allocated (a whole message of known size)
         and at least ``minimum`` bytes of it are still to come; else None. Bytes received into
@@ -579,7 +513,7 @@ cdef class FrameReader:
             PyBytes_AS_STRING(self._whole) + self._msg_len, <Py_ssize_t>self._remaining,
             PyBUF_WRITE)
 
-    def direct_received(self, Py_ssize_t nbytes):
+    cpdef list direct_received(self, Py_ssize_t nbytes):
         """Account for ``nbytes`` received into the view ``direct_buffer`` returned (unmask
         and validate them in place) and return the items that completes, as ``feed`` does."""
         cdef list out = []
@@ -958,341 +892,3 @@ cdef bytes _build(int opcode, const unsigned char* src, Py_ssize_t n, bint mask,
     else:
         memcpy(out + hlen, src, n)
     return frame
-
-
-# ---------------------------------------------------------------------------------------------
-# The per-message path of a connection
-
-LARGE_PAYLOAD = 262144
-cdef Py_ssize_t _LARGE_PAYLOAD = LARGE_PAYLOAD
-PAUSE_QUEUE = 1
-cdef int _PAUSE_QUEUE = PAUSE_QUEUE
-# Payloads with at least this much still to come are read straight into the message.
-DIRECT_READ_MIN = 65536
-cdef Py_ssize_t _DIRECT_READ_MIN = DIRECT_READ_MIN
-
-
-@cython.final
-cdef class Sent:
-    """The awaitable ``MessagePump.send`` returns once the frame is written: already finished
-    (its result is None), so awaiting it neither allocates nor suspends. It registers as a
-    ``collections.abc.Coroutine`` so that ``asyncio.create_task``, ``gather`` and ``wait_for``
-    take it like the coroutine ``send`` returns when it has to wait."""
-
-    def __await__(self):
-        return self
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        raise StopIteration
-
-    def send(self, value):
-        raise StopIteration
-
-    def throw(self, typ, val=None, tb=None):
-        raise typ if val is None else val
-
-    def close(self):
-        pass
-
-
-_abc.Coroutine.register(Sent)
-cdef Sent _SENT = Sent()
-
-
-@cython.final
-@cython.freelist(8)
-cdef class Receiving:
-    """The awaitable ``MessagePump.recv`` returns: either a message already taken from the
-    queue (or None once closed), or the waiter future a coming message will resolve, which
-    ``await`` then waits on directly. It registers as a ``collections.abc.Coroutine`` so that
-    ``asyncio.create_task``, ``gather`` and ``wait_for`` take it like a coroutine."""
-
-    cdef object _value
-    cdef object _future
-    cdef object _iter
-    cdef bint _end_iteration
-
-    def __await__(self):
-        if self._future is None:
-            return self
-        return _await_iter(self._future)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._future is not None:
-            if self._iter is None:
-                self._iter = _await_iter(self._future)
-            return next(self._iter)
-        if self._value is not None:
-            # The result travels in the StopIteration; the bare raise below then returns
-            # NULL without replacing it (Cython's StopIteration fast path in __next__), so no
-            # exception object or traceback is built when the interpreter can avoid it.
-            PyErr_SetObject(StopIteration, self._value)
-        elif self._end_iteration:
-            raise StopAsyncIteration
-        raise StopIteration
-
-    def send(self, value):
-        return self.__next__()
-
-    def throw(self, typ, val=None, tb=None):
-        if self._iter is not None:
-            return self._iter.throw(typ if val is None else val)
-        raise typ if val is None else val
-
-    def close(self):
-        pass
-
-
-_abc.Coroutine.register(Receiving)
-cdef Receiving _CLOSED = Receiving()
-cdef Receiving _END_OF_ITERATION = Receiving()
-_END_OF_ITERATION._end_iteration = True
-
-
-cdef class MessagePump:
-    """The per-message path of an open connection, as the base of ``connection.Websocket``.
-
-    Received bytes (``data_received``, or ``get_buffer``/``buffer_updated``) go to the frame
-    reader in one call; the messages it completes go to the waiting ``recv()`` or to the queue.
-    ``send()`` builds a whole small message's frame and writes it to the transport. Everything
-    else (control frames, failures, closing, draining a full write buffer, fragmented and large
-    sends) is left to the subclass's methods: ``_core.process``, ``_handle_events``,
-    ``_fail_now``, ``_send_other``, ``_drain_after_send`` and ``_large_payload_started``. It
-    also coalesces the replies to a burst of messages into one write (``_hold``) and hands
-    the transport a view onto the message itself while a large payload arrives
-    (``get_buffer``). It calls only the loop, transport and protocol objects it is given; it
-    never imports asyncio.
-    """
-
-    cdef public object _transport
-    cdef public object _loop
-    cdef public object _core
-    cdef public FrameReader _reader
-    cdef public object _queue
-    cdef public object _waiter
-    cdef public object _rbuf
-    cdef public bint _eof
-    cdef public bint _write_paused
-    cdef public bint _failure_deferred
-    # Whether _waiter was made by __anext__ (the end then raises StopAsyncIteration in it).
-    cdef public bint _waiter_iterates
-    cdef public bint _mask_frames
-    cdef public Py_ssize_t _max_queue
-    cdef public int _read_pauses
-    # Write coalescing: while messages that arrived together are answered, small frames wait
-    # in _pending and go out in one write (see _hold).
-    cdef bint _corked
-    cdef bint _uncork_scheduled
-    cdef list _pending
-    cdef Py_ssize_t _pending_size
-    # get_buffer handed out a view onto the message being received (FrameReader.direct_buffer).
-    cdef bint _reading_direct
-    # Reading through data_received, tell the subclass when a payload spans reads
-    # (_large_payload_started), so that it can switch the transport to direct reads.
-    cdef public bint _switch_reads
-
-    def __init__(self):
-        self._corked = False
-        self._uncork_scheduled = False
-        self._pending = None
-        self._pending_size = 0
-        self._reading_direct = False
-        self._switch_reads = False
-
-    def recv(self):
-        """Receive the next message: ``str`` (text) or ``bytes`` (binary); None once closed."""
-        return self._receive(False)
-
-    def __aiter__(self):
-        return self
-
-    def __anext__(self):
-        return self._receive(True)
-
-    cdef Receiving _receive(self, bint iterating):
-        # Not a coroutine: the message is taken (or the waiter made) here, at the call, and
-        # the awaitable returned is a small Receiving, which hands over the message or, when
-        # there is none yet, awaits the waiter future directly. ``iterating`` (__anext__) ends
-        # with StopAsyncIteration where recv() returns None.
-        cdef Receiving received
-        queue = self._queue
-        if queue:
-            received = Receiving.__new__(Receiving)
-            received._value = queue.popleft()
-            if self._read_pauses and len(queue) <= (self._max_queue >> 1):
-                self._resume(_PAUSE_QUEUE)
-            return received
-        if self._eof:
-            return _END_OF_ITERATION if iterating else _CLOSED
-        if self._failure_deferred:
-            self._fail_now()
-            return _END_OF_ITERATION if iterating else _CLOSED
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            raise RuntimeError("recv() is already being awaited on this connection")
-        # About to wait, perhaps for the answer to what is held: write it now.
-        self._write_pending()
-        # _deliver and the subclass's _end clear _waiter when they resolve it; a cancelled one
-        # is simply replaced here (and _deliver queues instead of resolving a done future).
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        self._waiter_iterates = iterating
-        received = Receiving.__new__(Receiving)
-        received._future = waiter
-        return received
-
-    def send(self, data, flush=False):
-        """Send ``str`` as a text message, bytes-like as a binary message.
-
-        The frame is handed to the transport at once. With ``flush=True`` this waits until the
-        transport's write buffer is below its high-water mark; without it, it waits only when
-        the buffer is far above it, so that a peer that does not read cannot make memory grow
-        without bound. Raises ``ConnectionClosed`` once the connection is closing or closed.
-
-        An iterable or async iterable of ``str`` (or of bytes-like) pieces is sent as one
-        fragmented message, a frame per piece. Mixing ``str`` and bytes raises ``TypeError``;
-        another ``send`` while the pieces go out raises ``RuntimeError``; if the iterable fails
-        halfway, the connection is failed with 1011 (half a message cannot be taken back) and
-        the error is re-raised.
-        """
-        # Not a coroutine function: a small message is written here, at the call, and what
-        # comes back is a shared, already finished awaitable, so the common case allocates no
-        # coroutine. Whatever may have to wait returns a real coroutine.
-        kind = type(data)
-        if ((kind is bytes or kind is str) and len(data) < _LARGE_PAYLOAD
-                and self._core.send_fast):
-            frame = _frame_of(0x1 if kind is str else 0x2, data, self._mask_frames, True)
-            if self._corked:
-                self._hold(frame, flush)
-            else:
-                self._transport.write(frame)
-            if self._write_paused:
-                return self._drain_after_send(flush)
-            return _SENT
-        return self._send_other(data, flush)
-
-    def get_buffer(self, Py_ssize_t sizehint):
-        # Inside a large payload the socket reads straight into the message (no copy through
-        # the shared read buffer); otherwise into the shared buffer.
-        view = self._reader.direct_buffer(_DIRECT_READ_MIN)
-        if view is not None:
-            self._reading_direct = True
-            return view
-        self._reading_direct = False
-        return self._rbuf
-
-    def buffer_updated(self, Py_ssize_t nbytes):
-        if self._reading_direct:
-            self._reading_direct = False
-            self._deliver(self._reader.direct_received(nbytes))
-        else:
-            self._deliver(self._reader._feed_object(self._rbuf, nbytes))
-
-    def data_received(self, data):
-        self._deliver(self._reader._feed_object(data, -1))
-        if self._switch_reads and self._reader._in_payload:
-            self._large_payload_started()
-
-    cdef int _deliver(self, list msgs) except -1:
-        # Without attention the reader returned messages only (no control tuples).
-        cdef bint attention = self._reader.attention
-        if attention:
-            msgs = self._core.process(msgs)
-        if len(msgs) > 1:
-            self._corked = True
-        elif self._corked and msgs and not self._pending_size:
-            self._corked = False
-        if msgs:
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                # Hand the first message straight to the waiting recv(): no queue round trip.
-                self._waiter = None
-                waiter.set_result(msgs[0])
-                if len(msgs) > 1:
-                    self._push(msgs[1:])
-            else:
-                self._push(msgs)
-        if attention:
-            self._handle_events(bool(msgs))
-        return 0
-
-    # Write coalescing. A chunk that completes several messages is a burst (a pipelining
-    # peer): the frames the application sends while it works through them are held and
-    # written together, when it next waits in recv(), when 64 KiB are held, or at the latest
-    # by a callback the first held frame schedules for the loop's next pass. One write per
-    # burst instead of one system call per frame. A message that arrives alone ends the burst:
-    # request/response traffic is never held. Every other write goes through _write_bytes, which writes what is held first, so
-    # frames keep their order.
-
-    cdef int _hold(self, bytes frame, bint flush) except -1:
-        if self._pending is None:
-            self._pending = []
-        self._pending.append(frame)
-        self._pending_size += len(frame)
-        if not self._uncork_scheduled:
-            self._uncork_scheduled = True
-            self._loop.call_soon(self._uncork)
-        if flush or self._pending_size >= 65536:
-            self._write_pending()
-        return 0
-
-    cdef int _write_pending(self) except -1:
-        """Write the frames held for coalescing, if any."""
-        cdef list frames = self._pending
-        if not self._pending_size:
-            return 0
-        self._pending = None
-        self._pending_size = 0
-        if frames and not self._transport.is_closing():
-            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-        return 0
-
-    def _uncork(self):
-        self._uncork_scheduled = False
-        self._corked = False
-        self._write_pending()
-
-    def _write_held(self):
-        """Write the frames held for coalescing, if any."""
-        self._write_pending()
-
-    def _write_bytes(self, data):
-        """Write ``data`` to the transport after any frames held for coalescing."""
-        self._write_pending()
-        self._transport.write(data)
-
-    def _enqueue(self, list msgs):
-        self._push(msgs)
-
-    cdef int _push(self, list msgs) except -1:
-        queue = self._queue
-        queue.extend(msgs)
-        if len(queue) >= self._max_queue:
-            # Section 10.4's concern: stop reading rather than buffer without bound.
-            self._pause(_PAUSE_QUEUE)
-        return 0
-
-    def _pause_reading(self, int reason):
-        self._pause(reason)
-
-    def _resume_reading(self, int reason):
-        self._resume(reason)
-
-    cdef int _pause(self, int reason) except -1:
-        if not self._read_pauses:
-            self._transport.pause_reading()
-        self._read_pauses |= reason
-        return 0
-
-    cdef int _resume(self, int reason) except -1:
-        if self._read_pauses & reason:
-            self._read_pauses &= ~reason
-            if not self._read_pauses and not self._transport.is_closing():
-                self._transport.resume_reading()
-        return 0

@@ -15,11 +15,10 @@ import asyncio
 import logging
 import os
 import threading
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
-from ._kernels import DIRECT_READ_MIN, PAUSE_QUEUE, MessagePump
+from ._kernels import DIRECT_READ_MIN, PAUSE_FAILURE, PAUSE_QUEUE, PAUSE_WRITE, MessagePump
 from .exceptions import ConnectionClosed
 from .handshake import Request, Response
 from .protocol import CLOSED, OPEN, Data, Fragment, Message, Outgoing, Protocol
@@ -28,11 +27,6 @@ __all__ = ["Websocket", "Settings", "broadcast", "websocket_class"]
 
 logger = logging.getLogger("asyncws")
 
-
-# Reasons reading is paused (bits of Websocket._read_pauses).
-_PAUSE_QUEUE = PAUSE_QUEUE  # max_queue messages wait for recv()
-_PAUSE_WRITE = 2  # our replies to the peer (Pongs) wait in a full write buffer
-_PAUSE_FAILURE = 4  # a violation waits behind messages not yet read
 
 
 class Websocket(MessagePump, asyncio.Protocol):
@@ -66,9 +60,10 @@ class Websocket(MessagePump, asyncio.Protocol):
         "_settings",
     )
 
-    # Declared (as slots) by MessagePump; typed here for this module.
+    # Declared by MessagePump; typed here for this module.
     _core: Protocol
     _transport: asyncio.Transport
+    _loop: asyncio.AbstractEventLoop
 
     def __init__(
         self,
@@ -80,9 +75,13 @@ class Websocket(MessagePump, asyncio.Protocol):
         response: Response | None = None,
         subprotocol: str | None = None,
     ) -> None:
-        super().__init__()
         if settings is None:
             settings = Settings()
+        loop = asyncio.get_running_loop()
+        switch_reads = not isinstance(self, asyncio.BufferedProtocol)
+        super().__init__(
+            transport, loop, core, _read_buffer(), settings.max_queue, switch_reads
+        )
         #: Server side: the upgrade request (``method``, ``path`` with the query, ``headers``).
         #: None on a client.
         self.request = request
@@ -92,22 +91,6 @@ class Websocket(MessagePump, asyncio.Protocol):
         #: The subprotocol both sides agreed on (``Sec-WebSocket-Protocol``), or None.
         self.subprotocol = subprotocol
         self._settings = settings
-        self._transport = transport
-        self._loop = asyncio.get_running_loop()
-        self._core = core
-        # The receive hot path calls the protocol's frame reader directly (one C call per
-        # chunk) and involves the protocol only when the reader flags ``attention``.
-        self._reader = core.reader
-        self._mask_frames = core.is_client
-        self._switch_reads = not isinstance(self, asyncio.BufferedProtocol)
-        self._rbuf = _read_buffer()
-        self._queue: deque[Message] = deque()
-        self._waiter: asyncio.Future[Message | None] | None = None
-        self._eof = False  # no message will be queued any more
-        self._max_queue = max(1, settings.max_queue)
-        # Why reading is paused: a set of _PAUSE_* bits; the transport reads when it is 0.
-        self._read_pauses = 0
-        self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._close_timeout = settings.close_timeout
@@ -118,8 +101,6 @@ class Websocket(MessagePump, asyncio.Protocol):
         # Ping payload -> (waiter, time sent), created on the first ping.
         self._ping_waiters: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
         self._peer = transport.get_extra_info("peername")
-        # A protocol violation waits behind messages the application has not read yet.
-        self._failure_deferred = False
         if settings.write_limit is not None:
             transport.set_write_buffer_limits(high=settings.write_limit)
         # Keepalive (ping_interval / ping_timeout): one timer, re-armed, never a task.
@@ -295,7 +276,7 @@ class Websocket(MessagePump, asyncio.Protocol):
             if self._write_paused:
                 # The peer makes us write (Pongs) faster than it reads: stop reading it until
                 # our write buffer drains, or a Ping flood would grow memory without bound.
-                self._pause_reading(_PAUSE_WRITE)
+                self._pause_reading(PAUSE_WRITE)
         if core.pongs:
             self._pongs_received()
         if core.pending_failure is not None and not self._failure_deferred:
@@ -303,7 +284,7 @@ class Websocket(MessagePump, asyncio.Protocol):
                 # Let the application read (and answer) what came before the violation; its
                 # next recv() fails the connection, or the close timeout does.
                 self._failure_deferred = True
-                self._pause_reading(_PAUSE_FAILURE)
+                self._pause_reading(PAUSE_FAILURE)
                 self._close_timer = self._loop.call_later(self._close_timeout, self._fail_now)
             else:
                 self._fail_now()
@@ -333,27 +314,13 @@ class Websocket(MessagePump, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._resume_reading(_PAUSE_WRITE)
+        self._resume_reading(PAUSE_WRITE)
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._drain_waiters.clear()
 
     # -- internals -----------------------------------------------------------------------------
-
-    def _end(self) -> None:
-        """No more messages will arrive: wake a waiting recv() with None (a waiting
-        ``async for`` with the end of the iteration)."""
-        if self._eof:
-            return
-        self._eof = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            self._waiter = None
-            if self._waiter_iterates:
-                waiter.set_exception(StopAsyncIteration())
-            else:
-                waiter.set_result(None)
 
     def _fail_now(self) -> None:
         """Send the Close for the pending protocol violation and close."""
@@ -389,7 +356,7 @@ class Websocket(MessagePump, asyncio.Protocol):
                 logger.info("failing connection with %s: %d %s", self._peer, code, reason)
             # Nothing more is delivered (the reader reads past it): read whatever paused
             # reading, to see the peer's Close and the end of the stream.
-            self._resume_reading(_PAUSE_QUEUE | _PAUSE_WRITE | _PAUSE_FAILURE)
+            self._resume_reading(PAUSE_QUEUE | PAUSE_WRITE | PAUSE_FAILURE)
             self._start_closing()
             if core.failure is not None and not core.is_client and transport.can_write_eof():
                 self._write_held()
