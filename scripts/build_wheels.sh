@@ -87,11 +87,11 @@ sdists=("$DIST"/asyncws-*.tar.gz)
 SDIST="${sdists[0]}"
 tar -tzf "$SDIST" | sort > "$LOGS/sdist-contents.txt"
 sdist_ok=1
-for required in asyncws/_speedups.pyx asyncws/_speedups.pyi asyncws/py.typed asyncws/__init__.py; do
+for required in asyncws/_speedups.pyx asyncws/_speedups.pxd asyncws/_speedups.pyi asyncws/_pump.py asyncws/_pump_c.pxd asyncws/py.typed asyncws/__init__.py; do
     grep -q "/$required\$" "$LOGS/sdist-contents.txt" || { echo "FAIL $(basename "$SDIST"): missing $required"; sdist_ok=0; }
 done
-if grep -q '/asyncws/_speedups\.c$' "$LOGS/sdist-contents.txt"; then
-    echo "FAIL $(basename "$SDIST"): ships the generated asyncws/_speedups.c"
+if grep -qE '/asyncws/_(speedups|pump)\.c$' "$LOGS/sdist-contents.txt"; then
+    echo "FAIL $(basename "$SDIST"): ships generated C (asyncws/_speedups.c or _pump.c)"
     sdist_ok=0
 fi
 if grep -qE '\.(so|pyd)$' "$LOGS/sdist-contents.txt"; then
