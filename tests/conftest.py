@@ -1,4 +1,5 @@
-"""Shared fixtures: both kernel backends, and a running asyncws echo server.
+"""Shared fixtures: both kernel backends, TLS contexts from a test CA, and a running asyncws echo
+server.
 
 ``kernels`` parametrizes a test over the Cython extension and the pure-Python twin (imported
 directly, whatever ``_kernels`` selected); ``run`` runs a coroutine with a hard time limit so a
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import ssl
 from collections.abc import Awaitable
 from typing import Any, Callable
 
@@ -29,6 +31,20 @@ def load_backend(name: str) -> Any:
 @pytest.fixture(params=BACKENDS)
 def kernels(request: pytest.FixtureRequest) -> Any:
     return load_backend(request.param)
+
+
+@pytest.fixture(scope="module")
+def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts: a certificate for 127.0.0.1 and localhost from a test CA
+    (trustme), and a client context that trusts that CA."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
 
 
 def run(coro: Awaitable[Any], timeout: float = 20.0) -> Any:

@@ -1,5 +1,5 @@
-"""``wss://``: TLS with a test CA from trustme, on both sides; and the default client context
-really verifies certificates."""
+"""``wss://``: TLS with a test CA from trustme (the ``contexts`` fixture of conftest), on both
+sides; and the default client context really verifies certificates."""
 
 from __future__ import annotations
 
@@ -12,17 +12,6 @@ trustme = pytest.importorskip("trustme")
 import asyncws  # noqa: E402
 
 from .conftest import Server, run  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def contexts():
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
 
 
 def test_wss_echo(contexts) -> None:
