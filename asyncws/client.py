@@ -303,14 +303,17 @@ class Connect:
 
     async def _follow_redirects(self) -> Websocket:
         url = self._url
+        status = None
         for _ in range(self._max_redirects + 1):
             try:
                 return await self._open_one(url)
             except _Redirect as redirect:
-                new_url = _redirect_url(url, redirect.location)
-                logger.info("following %d redirect from %s to %s", redirect.status, url, new_url)
+                status = redirect.status
+                new_url = _redirect_url(url, redirect.location, status)
+                logger.info("following %d redirect from %s to %s", status, url, new_url)
                 url = new_url
-        raise InvalidHandshake(f"more than {self._max_redirects} redirects")
+        # The status of the last redirect: a 3xx, which reconnecting does not retry.
+        raise InvalidHandshake(f"more than {self._max_redirects} redirects", status)
 
     def _proxy_for(self, uri: WebSocketURI) -> ProxyURL | None:
         """The proxy for this URL: the one given, or the environment's (rule in ``proxy``)."""
@@ -464,14 +467,14 @@ def retryable(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, asyncio.TimeoutError))
 
 
-def _redirect_url(current: str, location: str) -> str:
+def _redirect_url(current: str, location: str, status: int | None = None) -> str:
     """Where a redirect leads: relative locations resolve against the current URL; http(s)
-    locations map to ws(s); a redirect from wss:// to ws:// is refused."""
+    locations map to ws(s); a redirect from wss:// to ws:// is refused (with its ``status``)."""
     target = urljoin(current.replace("ws", "http", 1), location)
     if target.startswith("http"):
         target = "ws" + target[4:]
     if current.startswith("wss:") and not target.startswith("wss:"):
-        raise InvalidHandshake(f"refusing a redirect from {current} to insecure {target}")
+        raise InvalidHandshake(f"refusing a redirect from {current} to insecure {target}", status)
     parse_uri(target)
     return target
 

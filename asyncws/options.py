@@ -5,7 +5,8 @@ This module holds only constants: one per option whose default is not simply Non
 ``DEFAULTS``, the documented table (keyword -> default) that every signature, the CLI and
 docs/options.rst are checked against. The functions name these constants in their signatures, so
 a default changes here and nowhere else, and a new option is added here first. It must not
-import anything from asyncws (every other module may import it), do I/O, or hold behaviour.
+import anything from asyncws but the version (every other module may import it), do I/O, or
+hold behaviour.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Real proxy servers for the tests: tinyproxy (HTTP CONNECT) and microsocks (SOCKS5), each
-started on 127.0.0.1 on a free port with its own configuration in a temporary directory, and
-stopped at the end of the ``with`` block.
+"""Real proxy servers for the tests: tinyproxy (HTTP CONNECT), microsocks (SOCKS5) and Dante
+(SOCKS4 and SOCKS5), each started on 127.0.0.1 on a free port with its own configuration in a
+temporary directory, and stopped at the end of the ``with`` block.
 
 A missing binary skips the test with the reason on a developer's machine; with ``CI`` set (the CI
-machine, whose .ci/run installs both) it fails instead.
+machine, whose .ci/run installs them) it fails instead.
 """
 
 from __future__ import annotations
@@ -128,3 +128,32 @@ def microsocks(*, user: str | None = None, password: str | None = None) -> Itera
     credentials = f"{user}:{password}@" if user is not None else ""
     with _running(command, port, None):
         yield Proxy("socks5", port, credentials, None)
+
+
+@contextmanager
+def dante(tmp: Path, *, blocked_ports: Sequence[int] = ()) -> Iterator[Proxy]:
+    """Dante's danted as a SOCKS4/SOCKS5 proxy without authentication; connections to
+    ``blocked_ports`` are refused by its rules. ``url`` is socks4://."""
+    binary = need("danted", "dante-server")
+    port = free_port()
+    directory = tmp / f"dante-{port}"
+    directory.mkdir()
+    log = directory / "danted.log"
+    blocks = "".join(
+        f"socks block {{\n    from: 0.0.0.0/0 to: 0.0.0.0/0 port = {p}\n}}\n"
+        for p in blocked_ports
+    )
+    config = directory / "danted.conf"
+    config.write_text(
+        f"logoutput: {log}\n"
+        f"internal: 127.0.0.1 port = {port}\n"
+        "external: 127.0.0.1\n"
+        "socksmethod: none\n"
+        "clientmethod: none\n"
+        "client pass {\n    from: 127.0.0.0/8 to: 0.0.0.0/0\n}\n"
+        f"{blocks}"
+        "socks pass {\n    from: 127.0.0.0/8 to: 0.0.0.0/0\n    command: connect\n}\n"
+    )
+    command = [binary, "-f", str(config), "-p", str(directory / "danted.pid")]
+    with _running(command, port, log):
+        yield Proxy("socks4", port, "", log)

@@ -1,8 +1,9 @@
 """``connect(proxy=...)`` through real proxies: tinyproxy (HTTP CONNECT, with and without Basic
-authentication) and microsocks (SOCKS5), both started on 127.0.0.1 by tests/_proxies.py; an
-https:// proxy is tinyproxy behind a TLS front. Echo for ws:// and wss://, the choice from the
-environment (``http_proxy``, ``https_proxy``, ``no_proxy``), proxies that refuse, wrong
-passwords, redirects and ``open_timeout`` through a proxy, and no socket left behind."""
+authentication), microsocks (SOCKS5) and Dante (SOCKS4), all started on 127.0.0.1 by
+tests/_proxies.py; an https:// proxy is tinyproxy behind a TLS front. Echo for ws:// and wss://,
+the choice from the environment (``http_proxy``, ``https_proxy``, ``no_proxy``), proxies that
+refuse, wrong passwords, redirects and ``open_timeout`` through a proxy, and no socket left
+behind."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ import asyncws
 from asyncws.handshake import build_connect_request, check_connect_response
 from asyncws.proxy import parse_proxy, proxy_from_environment
 
-from ._proxies import microsocks, tinyproxy
+from ._proxies import dante, free_port, microsocks, tinyproxy
 from ._raw import has_proc
-from .conftest import Server, run
+from .conftest import Server, echo_handler, run
 from .test_client import redirecting_server
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -318,6 +319,43 @@ def test_socks5_cannot_reach_the_server() -> None:
         assert error.status == 502 and str(proxy.port) in str(error)
 
     with microsocks() as proxy:
+        run(main())
+
+
+# -- SOCKS4: Dante -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_echo_through_socks4(scheme: str, tmp_path: Path, contexts: Any) -> None:
+    pytest.importorskip("python_socks")
+    server_ctx, client_ctx = contexts
+    tls = {"ssl": client_ctx} if scheme == "wss" else {}
+
+    async def main() -> None:
+        async with Server(ssl=server_ctx if scheme == "wss" else None) as server:
+            url = f"{scheme}://localhost:{server.port}/socks4"  # SOCKS4: we resolve the name
+            await echo_through(url, proxy.port, proxy=proxy.url, **tls)
+
+    with dante(tmp_path) as proxy:
+        run(main())
+
+
+def test_refusing_socks_proxy(tmp_path: Path) -> None:
+    pytest.importorskip("python_socks")
+    server_port = free_port()
+
+    async def main() -> None:
+        server = await asyncws.start_server(echo_handler, "127.0.0.1", server_port)
+        async with server:
+            url = f"ws://127.0.0.1:{server_port}/"
+            for proxy_url in (proxy.url, proxy.url.replace("socks4", "socks5")):
+                error = await refused(url, proxy=proxy_url)
+                assert str(server_port) in str(error), error
+                # SOCKS5 says "not allowed by the ruleset" (403); SOCKS4 has one "rejected or
+                # failed" for every refusal (502).
+                assert error.status == (502 if proxy_url.startswith("socks4") else 403), error
+
+    with dante(tmp_path, blocked_ports=[server_port]) as proxy:
         run(main())
 
 

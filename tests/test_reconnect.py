@@ -20,6 +20,7 @@ from asyncws.client import Reconnect, retryable
 from asyncws.server import Refusal
 
 from .conftest import Server, run
+from .test_client import redirecting_server
 
 MAX_ROUNDS = 10
 FAST = {"reconnect_delay": 0.02, "reconnect_max_delay": 0.1, "open_timeout": 5.0}
@@ -120,6 +121,19 @@ def test_forbidden_ends_the_loop() -> None:
         return rounds
 
     assert run(main()) == 0
+
+
+def test_redirect_loop_ends_the_loop() -> None:
+    async def main() -> None:
+        loop_server = await redirecting_server("/again")
+        port = loop_server.sockets[0].getsockname()[1]
+        with pytest.raises(asyncws.InvalidHandshake) as info:
+            async for _ in asyncws.connect(f"ws://127.0.0.1:{port}/", max_redirects=2, **FAST):
+                pytest.fail("a redirect loop never connects")
+        assert info.value.status == 302 and not retryable(info.value)
+        loop_server.close()
+
+    run(main())
 
 
 def test_certificate_error_ends_the_loop(contexts: Any) -> None:
