@@ -385,3 +385,64 @@ def test_proxy_from_environment(
         env.setenv("http_proxy", http_proxy.url)
         env.setenv("https_proxy", socks.url)
         run(main())
+
+
+# -- uvloop, and reconnection through a proxy ----------------------------------------------------
+
+
+def test_proxies_on_uvloop(tmp_path: Path, contexts: Any) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    pytest.importorskip("python_socks")
+    server_ctx, client_ctx = contexts
+
+    async def main() -> None:
+        assert "uvloop" in type(asyncio.get_running_loop()).__module__
+        async with Server() as plain, Server(ssl=server_ctx) as secure:
+            for proxy in (http_proxy, socks):
+                await echo_through(plain.url(), proxy.port, proxy=proxy.url)
+                await echo_through(
+                    secure.url(scheme="wss"), proxy.port, proxy=proxy.url, ssl=client_ctx
+                )
+
+    async def bounded() -> None:
+        await asyncio.wait_for(main(), 20)
+
+    with tinyproxy(tmp_path) as http_proxy, microsocks() as socks:
+        uvloop.run(bounded())
+
+
+def test_reconnects_through_a_proxy(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="asyncws")
+
+    async def main() -> None:
+        server = await asyncws.start_server(echo_handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        restarted: list[Any] = []
+
+        async def restart_later() -> None:
+            await asyncio.sleep(0.3)  # meanwhile the proxy cannot reach the server: 5xx
+            restarted.append(await asyncws.start_server(echo_handler, "127.0.0.1", port))
+
+        rounds = 0
+        fast = {"reconnect_delay": 0.02, "reconnect_max_delay": 0.1}
+        async for ws in asyncws.connect(f"ws://127.0.0.1:{port}/", proxy=proxy.url, **fast):
+            rounds += 1
+            assert ws.writer.get_extra_info("peername")[1] == proxy.port
+            await ws.send(f"round {rounds}")
+            assert await ws.recv() == f"round {rounds}"
+            if rounds == 2:
+                await ws.close()
+                break
+            server.close()
+            await server.wait_closed()
+            assert await ws.recv() is None and ws.close_code == 1001
+            restart = asyncio.ensure_future(restart_later())
+            assert rounds < 5
+        await restart
+        restarted[0].close()
+        await restarted[0].wait_closed()
+
+    with tinyproxy(tmp_path) as proxy:
+        run(main())
+    retries = [r.getMessage() for r in caplog.records if "ProxyError" in r.getMessage()]
+    assert retries and all("retrying in" in line for line in retries), retries
