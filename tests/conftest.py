@@ -1,5 +1,4 @@
-"""Shared fixtures: both kernel backends, TLS contexts from a test CA, and a running asyncws echo
-server.
+"""Shared fixtures: both kernel backends, and a running asyncws echo server.
 
 ``kernels`` parametrizes a test over the Cython extension and the pure-Python twin (imported
 directly, whatever ``_kernels`` selected); ``run`` runs a coroutine with a hard time limit so a
@@ -28,15 +27,9 @@ def load_backend(name: str) -> Any:
         pytest.fail(f"asyncws._{name} is not built: run `python -m pip install -e '.[test]'`")
 
 
-@pytest.fixture(params=BACKENDS)
-def kernels(request: pytest.FixtureRequest) -> Any:
-    return load_backend(request.param)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server, client) TLS contexts: a certificate for 127.0.0.1 and localhost from a test CA
-    (trustme), and a client context that trusts that CA."""
+    """(server, client) TLS contexts for 127.0.0.1 and localhost, from a test CA (trustme)."""
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -45,6 +38,11 @@ def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     return server_ctx, client_ctx
+
+
+@pytest.fixture(params=BACKENDS)
+def kernels(request: pytest.FixtureRequest) -> Any:
+    return load_backend(request.param)
 
 
 def run(coro: Awaitable[Any], timeout: float = 20.0) -> Any:

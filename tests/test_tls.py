@@ -1,5 +1,5 @@
-"""``wss://``: TLS with a test CA from trustme (the ``contexts`` fixture of conftest), on both
-sides; and the default client context really verifies certificates."""
+"""``wss://``: TLS with a test CA from trustme, on both sides; and the default client context
+really verifies certificates."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ trustme = pytest.importorskip("trustme")
 import asyncws  # noqa: E402
 
 from .conftest import Server, run  # noqa: E402
+
+# ``contexts``: the test CA's server and client contexts (conftest.py).
 
 
 def test_wss_echo(contexts) -> None:
