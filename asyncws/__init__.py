@@ -2,12 +2,13 @@
 
 This module is the public API and nothing else: ``connect``, ``unix_connect``, ``start_server``,
 ``start_unix_server``, ``Server``, ``Websocket``, ``broadcast``, ``Deflate`` (permessage-deflate
-options), the exceptions, ``HAS_SPEEDUPS`` (whether the Cython kernels are active) and
-``__version__``.
+options), the exceptions, ``HAS_SPEEDUPS`` (whether the Cython kernels are active),
+``options`` (every option's default, defined once) and ``__version__``.
 Implementation lives in the submodules: ``protocol`` (sans-I/O core), ``handshake``, ``frames``,
 ``_kernels`` (the Cython/pure-Python choice), ``connection``, ``client`` and ``server``.
 """
 
+from . import options
 from ._kernels import HAS_SPEEDUPS
 from ._version import __version__
 from .client import Connect, connect, unix_connect
@@ -18,6 +19,7 @@ from .exceptions import (
     InvalidHandshake,
     InvalidURI,
     OpenTimeout,
+    ProxyError,
     WebSocketError,
 )
 from .handshake import Headers, Request, Response
@@ -32,6 +34,7 @@ __all__ = [
     "InvalidHandshake",
     "InvalidURI",
     "OpenTimeout",
+    "ProxyError",
     "Request",
     "Response",
     "Server",
@@ -39,6 +42,7 @@ __all__ = [
     "Websocket",
     "__version__",
     "broadcast",
+    "options",
     "connect",
     "start_server",
     "start_unix_server",

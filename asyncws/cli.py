@@ -29,7 +29,7 @@ import asyncws
 __all__ = ["main"]
 
 PROG = "python -m asyncws"
-DEFAULT_MAX_SIZE = 2**20
+DEFAULT_MAX_SIZE = asyncws.options.MAX_SIZE
 SHUTDOWN_TIMEOUT = 5.0  # seconds the echo server gives its connections to close on exit
 BINARY_PREVIEW = 32  # bytes of a binary message shown in hex
 # At the end of input the client lingers for replies to what it sent last: a Ping round trip,
@@ -55,6 +55,7 @@ examples:
   python -m asyncws ws://localhost:8000/
   python -m asyncws --header "Authorization: Bearer TOKEN" wss://example.com/feed
   python -m asyncws --insecure wss://127.0.0.1:8443/   (self-signed certificate)
+  python -m asyncws --proxy http://user:pw@proxy:3128 wss://example.com/feed
   python -m asyncws serve --echo 127.0.0.1 8000         (an echo server)
   python -m asyncws --version"""
 
@@ -147,6 +148,13 @@ def client_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME:VALUE",
         help="an extra HTTP header for the opening handshake (repeatable)",
+    )
+    parser.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="connect through this proxy: http://[USER:PASSWORD@]HOST:PORT (or https://, "
+        "socks5://, socks5h://, socks4://), or 'none' for a direct connection (default: the "
+        "environment's https_proxy for wss://, http_proxy for ws://, minus no_proxy)",
     )
     _add_max_size(parser)
     parser.add_argument(
@@ -373,9 +381,17 @@ async def _client(options: argparse.Namespace) -> int:
     context = _ssl_for(url, options.insecure)
     if context is not None:
         kwds["ssl"] = context
+    if options.proxy is not None:
+        kwds["proxy"] = None if options.proxy.lower() == "none" else options.proxy
     try:
         ws = await asyncws.connect(url, **kwds)
-    except (OSError, asyncio.TimeoutError, asyncws.WebSocketError, ValueError) as exc:
+    except (
+        OSError,
+        asyncio.TimeoutError,
+        asyncws.WebSocketError,
+        ValueError,
+        ImportError,
+    ) as exc:
         _err(f"{PROG}: failed to connect to {url}: {_describe(exc)}")
         return 1
     _out(f"Connected to {url}.")

@@ -1,11 +1,13 @@
 """The client side: ``connect()``, ``unix_connect()`` and the client's handshake protocol.
 
-This module holds ``connect`` (awaitable, and an async context manager that closes the
-connection on exit), the parsing of ``ws://`` / ``wss://`` URLs (``parse_uri``), redirects, and
-``ClientHandshake``, the ``asyncio.Protocol`` a new connection starts with: it sends the upgrade
-request, collects and checks the response with ``handshake`` (subprotocol, permessage-deflate),
-then hands the transport to a ``Websocket``. ``connect`` gives only a fully open Websocket or
-raises; it never leaves a half-open connection behind. It must not parse frames or HTTP itself.
+This module holds ``connect`` (awaitable; an async context manager that closes the connection on
+exit; and an async iterator that reconnects, with backoff, after the connection is lost), the
+parsing of ``ws://`` / ``wss://`` URLs (``parse_uri``), redirects, the choice of a proxy for each
+URL (the tunnel itself is ``proxy``'s), and ``ClientHandshake``, the ``asyncio.Protocol`` a new
+connection starts with: it sends the upgrade request, collects and checks the response with
+``handshake`` (subprotocol, permessage-deflate), then hands the transport to a ``Websocket``.
+``connect`` gives only a fully open Websocket or raises; it never leaves a half-open connection
+behind. It must not parse frames or HTTP itself.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Generator, Sequence
+import random
+import ssl as ssl_module
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any, NamedTuple, cast
 from urllib.parse import urljoin, urlsplit
 
@@ -25,9 +29,8 @@ from .deflate import (
     client_offer,
     compression_options,
 )
-from .exceptions import InvalidHandshake, InvalidURI, OpenTimeout
+from .exceptions import ConnectionClosed, InvalidHandshake, InvalidURI, OpenTimeout
 from .handshake import (
-    USER_AGENT,
     HandshakeError,
     HeadersLike,
     HeadReader,
@@ -37,13 +40,39 @@ from .handshake import (
     generate_key,
     parse_response,
 )
+from .options import (
+    CLOSE_TIMEOUT,
+    MAX_QUEUE,
+    MAX_REDIRECTS,
+    MAX_SIZE,
+    OPEN_TIMEOUT,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    PROXY,
+    RECONNECT_DELAY,
+    RECONNECT_MAX_DELAY,
+    USER_AGENT_HEADER,
+)
 from .protocol import Protocol
+from .proxy import ProxyURL, open_through_proxy, parse_proxy, proxy_from_environment
 
-__all__ = ["connect", "unix_connect", "Connect", "parse_uri", "WebSocketURI", "ClientHandshake"]
+__all__ = [
+    "connect",
+    "unix_connect",
+    "Connect",
+    "Reconnect",
+    "parse_uri",
+    "WebSocketURI",
+    "ClientHandshake",
+]
 
 logger = logging.getLogger("asyncws")
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Close codes after which ``async for ws in connect(...)`` reconnects: the connection was lost
+# (1006), the server failed (1011), is restarting (1012), overloaded (1013), or its upstream
+# failed (1014); and 1001, going away, which is what a server that shuts down to restart sends.
+RECONNECT_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 
 
 class WebSocketURI(NamedTuple):
@@ -103,6 +132,7 @@ class _Options:
     def __init__(
         self,
         settings: Settings,
+        *,
         extra_headers: HeadersLike | None,
         user_agent: str | None,
         origin: str | None,
@@ -212,24 +242,38 @@ class ClientHandshake(asyncio.Protocol):
 
 
 class Connect:
-    """What ``connect()`` and ``unix_connect()`` return: ``await`` it for a ``Websocket``, or
-    use it as ``async with connect(...) as ws:``, which closes the connection on the way out."""
+    """What ``connect()`` and ``unix_connect()`` return: ``await`` it for a ``Websocket``; use
+    it as ``async with connect(...) as ws:``, which closes the connection on the way out; or
+    iterate over it, ``async for ws in connect(...):``, for a new connection each time the
+    previous one is lost (see ``Reconnect``)."""
 
     def __init__(
         self,
         wsurl: str,
         options: _Options,
+        *,
         open_timeout: float | None,
         max_redirects: int,
         unix_path: str | None,
+        proxy: str | bool | None,
+        proxy_ssl: ssl_module.SSLContext | None,
+        reconnect_delay: float,
+        reconnect_max_delay: float,
         kwds: dict[str, Any],
     ) -> None:
-        parse_uri(wsurl)  # a bad URL fails here, at the call, not at the await
+        # A bad URL (or proxy URL, or a missing SOCKS library) fails here, at the call.
+        parse_uri(wsurl)
+        if isinstance(proxy, str):
+            _check_proxy(parse_proxy(proxy))
         self._url = wsurl
         self._options = options
         self._open_timeout = open_timeout
         self._max_redirects = max_redirects
         self._unix_path = unix_path
+        self._proxy = proxy
+        self._proxy_ssl = proxy_ssl
+        self._reconnect_delay = reconnect_delay
+        self._reconnect_max_delay = reconnect_max_delay
         self._kwds = kwds
         self._ws: Websocket | None = None
 
@@ -244,6 +288,9 @@ class Connect:
         if self._ws is not None:
             await self._ws.close()
 
+    def __aiter__(self) -> Reconnect:
+        return Reconnect(self, self._url, self._reconnect_delay, self._reconnect_max_delay)
+
     async def _open(self) -> Websocket:
         if self._open_timeout is None:
             return await self._follow_redirects()
@@ -256,14 +303,28 @@ class Connect:
 
     async def _follow_redirects(self) -> Websocket:
         url = self._url
+        status = None
         for _ in range(self._max_redirects + 1):
             try:
                 return await self._open_one(url)
             except _Redirect as redirect:
-                new_url = _redirect_url(url, redirect.location)
-                logger.info("following %d redirect from %s to %s", redirect.status, url, new_url)
+                status = redirect.status
+                new_url = _redirect_url(url, redirect.location, status)
+                logger.info("following %d redirect from %s to %s", status, url, new_url)
                 url = new_url
-        raise InvalidHandshake(f"more than {self._max_redirects} redirects")
+        # The status of the last redirect: a 3xx, which reconnecting does not retry.
+        raise InvalidHandshake(f"more than {self._max_redirects} redirects", status)
+
+    def _proxy_for(self, uri: WebSocketURI) -> ProxyURL | None:
+        """The proxy for this URL: the one given, or the environment's (rule in ``proxy``)."""
+        if self._unix_path is not None or self._proxy is None or self._proxy is False:
+            return None
+        if self._proxy is True:
+            url = proxy_from_environment(uri.host, uri.port, uri.secure)
+            if url is None:
+                return None
+            return _check_proxy(parse_proxy(url))
+        return parse_proxy(self._proxy)
 
     async def _open_one(self, url: str) -> Websocket:
         uri = parse_uri(url)
@@ -274,16 +335,29 @@ class Connect:
                 kwds.setdefault("server_hostname", uri.host)
         elif kwds.get("ssl"):
             raise InvalidURI(f"ssl= was given for a ws:// URL ({url!r}); use wss://")
+        proxy = self._proxy_for(uri)
         loop = asyncio.get_running_loop()
+        handshake = ClientHandshake(uri, self._options)
         transport: asyncio.BaseTransport | None = None
         try:
             if self._unix_path is not None:
-                transport, handshake = await loop.create_unix_connection(
-                    lambda: ClientHandshake(uri, self._options), self._unix_path, **kwds
+                transport, _ = await loop.create_unix_connection(
+                    lambda: handshake, self._unix_path, **kwds
+                )
+            elif proxy is None:
+                transport, _ = await loop.create_connection(
+                    lambda: handshake, uri.host, uri.port, **kwds
                 )
             else:
-                transport, handshake = await loop.create_connection(
-                    lambda: ClientHandshake(uri, self._options), uri.host, uri.port, **kwds
+                transport = await open_through_proxy(
+                    proxy,
+                    uri.host,
+                    uri.port,
+                    lambda: handshake,
+                    proxy_ssl=self._proxy_ssl,
+                    user_agent=self._options.user_agent,
+                    open_timeout=self._open_timeout,
+                    kwds=kwds,
                 )
             return await handshake.done
         except BaseException:
@@ -292,104 +366,270 @@ class Connect:
             raise
 
 
-def _redirect_url(current: str, location: str) -> str:
+def _check_proxy(proxy: ProxyURL) -> ProxyURL:
+    """Fail early, with the fix, when a SOCKS proxy is asked for without python-socks."""
+    if proxy.scheme.startswith("socks"):
+        try:
+            import python_socks  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                f"a {proxy.scheme}:// proxy needs python-socks: pip install 'asyncws[socks]'"
+            ) from None
+    return proxy
+
+
+class Reconnect:
+    """``async for ws in connect(url):``, an async iterator of connections.
+
+    Each ``ws`` it gives is open. When the loop asks for the next one, the previous one is
+    closed first (with 1000 if it is still open); then, if it ended with a normal closure
+    (1000, or 1005: no code), the loop ends; if it was lost (a code in ``RECONNECT_CODES``),
+    or was still open, a new connection is made. Another close code ends the loop with
+    ``ConnectionClosed``. Failed attempts are retried with exponential backoff: the first retry
+    at once, the next after about ``reconnect_delay`` seconds, then twice as long each time, up
+    to ``reconnect_max_delay`` (each delay is drawn between half and all of that value, so that
+    clients do not come back in step). Only errors that retrying may fix are retried: network
+    errors, ``OpenTimeout``, a connection lost during the handshake, a 5xx or 429 answer (from
+    the server or the proxy); anything else (another 4xx, a TLS certificate error, a bad URL)
+    is raised. Breaking out of the loop ends it and leaves the current connection to the caller.
+    """
+
+    def __init__(
+        self, connect: Connect, url: str, reconnect_delay: float, reconnect_max_delay: float
+    ) -> None:
+        self._connect = connect
+        self._url = url
+        self._reconnect_delay = reconnect_delay
+        self._reconnect_max_delay = reconnect_max_delay
+        self._current: Websocket | None = None
+
+    def __aiter__(self) -> Reconnect:
+        return self
+
+    async def __anext__(self) -> Websocket:
+        delays = self._delays()
+        previous, self._current = self._current, None
+        if previous is not None:
+            if previous.open:
+                await previous.close()
+            else:
+                await previous.closed
+                code = previous.close_code
+                if code not in RECONNECT_CODES:
+                    if code in (1000, 1005):
+                        raise StopAsyncIteration
+                    raise ConnectionClosed(code, previous.close_reason)
+                delay = next(delays)
+                logger.info(
+                    "connection to %s lost (close code %s); reconnecting in %.2f s",
+                    self._url,
+                    code,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        while True:
+            try:
+                self._current = await self._connect._open()
+                return self._current
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                delay = next(delays)
+                logger.info(
+                    "cannot connect to %s (%s: %s); retrying in %.2f s",
+                    self._url,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _delays(self) -> Iterator[float]:
+        """The waits before each retry: 0, then about reconnect_delay, doubling to the cap."""
+        yield 0.0
+        delay = self._reconnect_delay
+        while True:
+            yield random.uniform(delay / 2, delay)
+            delay = min(delay * 2, self._reconnect_max_delay)
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether connecting again may succeed where ``exc`` stopped ``connect()``."""
+    if isinstance(exc, InvalidURI):
+        return False
+    if isinstance(exc, InvalidHandshake):
+        status = exc.status
+        # None: the connection was lost during the handshake (or the proxy's); 101: the server
+        # accepted, but wrongly; 3xx: too many redirects; 4xx but 429: refused for good.
+        return status is None or status == 429 or status >= 500
+    if isinstance(exc, ssl_module.SSLCertVerificationError):
+        return False
+    return isinstance(exc, (OSError, asyncio.TimeoutError))
+
+
+def _redirect_url(current: str, location: str, status: int | None = None) -> str:
     """Where a redirect leads: relative locations resolve against the current URL; http(s)
-    locations map to ws(s); a redirect from wss:// to ws:// is refused."""
+    locations map to ws(s); a redirect from wss:// to ws:// is refused (with its ``status``)."""
     target = urljoin(current.replace("ws", "http", 1), location)
     if target.startswith("http"):
         target = "ws" + target[4:]
     if current.startswith("wss:") and not target.startswith("wss:"):
-        raise InvalidHandshake(f"refusing a redirect from {current} to insecure {target}")
+        raise InvalidHandshake(f"refusing a redirect from {current} to insecure {target}", status)
     parse_uri(target)
     return target
 
 
 def _options(
     *,
-    max_size: int | None = 2**20,
-    max_queue: int = 32,
-    write_limit: int | None = None,
-    close_timeout: float = 10.0,
-    ping_interval: float | None = 20.0,
-    ping_timeout: float | None = 20.0,
-    extra_headers: HeadersLike | None = None,
-    user_agent_header: str | None = USER_AGENT,
-    origin: str | None = None,
-    subprotocols: Sequence[str] | None = None,
-    compression: str | Deflate | None = None,
+    max_size: int | None,
+    max_queue: int,
+    write_limit: int | None,
+    close_timeout: float,
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    extra_headers: HeadersLike | None,
+    user_agent_header: str | None,
+    origin: str | None,
+    subprotocols: Sequence[str] | None,
+    compression: str | Deflate | None,
 ) -> _Options:
-    """The client's options; the defaults here are the documented ones."""
+    """The client's options, from the keywords of ``connect`` (no defaults here: they are in
+    the signatures, from ``options``)."""
     settings = Settings(
-        max_size, max_queue, write_limit, close_timeout, ping_interval, ping_timeout
+        max_size=max_size,
+        max_queue=max_queue,
+        write_limit=write_limit,
+        close_timeout=close_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
     )
     return _Options(
         settings,
-        extra_headers,
-        user_agent_header,
-        origin,
-        subprotocols,
-        compression_options(compression),
+        extra_headers=extra_headers,
+        user_agent=user_agent_header,
+        origin=origin,
+        subprotocols=subprotocols,
+        compression=compression_options(compression),
     )
-
-
-_OPTION_NAMES = (
-    "max_size",
-    "max_queue",
-    "write_limit",
-    "close_timeout",
-    "ping_interval",
-    "ping_timeout",
-    "extra_headers",
-    "user_agent_header",
-    "origin",
-    "subprotocols",
-    "compression",
-)
 
 
 def connect(
     wsurl: str,
     *,
-    max_size: int | None = 2**20,
-    max_queue: int = 32,
+    max_size: int | None = MAX_SIZE,
+    max_queue: int = MAX_QUEUE,
     write_limit: int | None = None,
-    open_timeout: float | None = 10.0,
-    close_timeout: float = 10.0,
-    ping_interval: float | None = 20.0,
-    ping_timeout: float | None = 20.0,
+    open_timeout: float | None = OPEN_TIMEOUT,
+    close_timeout: float = CLOSE_TIMEOUT,
+    ping_interval: float | None = PING_INTERVAL,
+    ping_timeout: float | None = PING_TIMEOUT,
     extra_headers: HeadersLike | None = None,
-    user_agent_header: str | None = USER_AGENT,
+    user_agent_header: str | None = USER_AGENT_HEADER,
     origin: str | None = None,
     subprotocols: Sequence[str] | None = None,
     compression: str | Deflate | None = None,
-    max_redirects: int = 10,
+    max_redirects: int = MAX_REDIRECTS,
+    proxy: str | bool | None = PROXY,
+    proxy_ssl: ssl_module.SSLContext | None = None,
+    reconnect_delay: float = RECONNECT_DELAY,
+    reconnect_max_delay: float = RECONNECT_MAX_DELAY,
     **kwds: Any,
 ) -> Connect:
     """Connect to a WebSocket server and perform the opening handshake.
 
     ``await connect(url)`` gives a ``Websocket``; ``async with connect(url) as ws:`` also
-    closes it at the end. ``wss://`` URLs use TLS: without ``ssl=``, a default,
+    closes it at the end; ``async for ws in connect(url):`` gives a new connection each time
+    the previous one is lost, retrying with backoff (``reconnect_delay``, ``reconnect_max_delay``;
+    see ``Reconnect``). ``wss://`` URLs use TLS: without ``ssl=``, a default,
     certificate-verifying context. ``max_size``, ``max_queue``, ``write_limit``,
     ``close_timeout``, ``ping_interval``, ``ping_timeout`` and ``compression`` are as for
-    ``start_server``; ``open_timeout`` bounds the TCP connect and the handshake together,
-    redirects included (``TimeoutError``). ``extra_headers`` are added to the request,
+    ``start_server``; ``open_timeout`` bounds everything ``connect`` does: proxy, TCP, TLS,
+    handshake and redirects (``OpenTimeout``). ``extra_headers`` are added to the request,
     ``user_agent_header`` replaces the User-Agent (None removes it), ``origin`` sets the Origin
     header, ``subprotocols`` are offered in order (the chosen one is ``ws.subprotocol``); up to
-    ``max_redirects`` 3xx redirects are followed. Other keywords (``ssl``, ``server_hostname``,
-    ``local_addr``, ...) go to ``loop.create_connection``. Raises ``InvalidHandshake`` when the
-    server refuses or answers badly (with ``status`` when it sent one), ``InvalidURI`` for a bad
-    URL.
+    ``max_redirects`` 3xx redirects are followed. ``proxy``: a proxy URL (``http://``,
+    ``https://``, with ``user:password@`` for Basic authentication; ``socks5://``,
+    ``socks5h://``, ``socks4://`` with ``asyncws[socks]``), None for a direct connection, or
+    True (the default) for the environment's: ``https_proxy`` for ``wss://``, ``http_proxy``
+    for ``ws://``, unless ``no_proxy`` exempts the host; ``proxy_ssl`` is the TLS context for an
+    ``https://`` proxy. Other keywords (``ssl``, ``server_hostname``, ``local_addr``, ...) go
+    to ``loop.create_connection``. Raises ``InvalidHandshake`` when the server refuses or
+    answers badly (with ``status`` when it sent one), ``ProxyError`` when the proxy refuses,
+    ``InvalidURI`` for a bad URL. The defaults are those of ``asyncws.options``.
     """
-    # The keyword parameters above, by name (the signature spells them out for users and mypy).
-    arguments = locals()
-    options = _options(**{name: arguments[name] for name in _OPTION_NAMES})
-    return Connect(wsurl, options, open_timeout, max_redirects, None, kwds)
+    options = _options(
+        max_size=max_size,
+        max_queue=max_queue,
+        write_limit=write_limit,
+        close_timeout=close_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        extra_headers=extra_headers,
+        user_agent_header=user_agent_header,
+        origin=origin,
+        subprotocols=subprotocols,
+        compression=compression,
+    )
+    return Connect(
+        wsurl,
+        options,
+        open_timeout=open_timeout,
+        max_redirects=max_redirects,
+        unix_path=None,
+        proxy=proxy,
+        proxy_ssl=proxy_ssl,
+        reconnect_delay=reconnect_delay,
+        reconnect_max_delay=reconnect_max_delay,
+        kwds=kwds,
+    )
 
 
-def unix_connect(path: str, wsurl: str = "ws://localhost/", **kwds: Any) -> Connect:
+def unix_connect(
+    path: str,
+    wsurl: str = "ws://localhost/",
+    *,
+    max_size: int | None = MAX_SIZE,
+    max_queue: int = MAX_QUEUE,
+    write_limit: int | None = None,
+    open_timeout: float | None = OPEN_TIMEOUT,
+    close_timeout: float = CLOSE_TIMEOUT,
+    ping_interval: float | None = PING_INTERVAL,
+    ping_timeout: float | None = PING_TIMEOUT,
+    extra_headers: HeadersLike | None = None,
+    user_agent_header: str | None = USER_AGENT_HEADER,
+    origin: str | None = None,
+    subprotocols: Sequence[str] | None = None,
+    compression: str | Deflate | None = None,
+    max_redirects: int = MAX_REDIRECTS,
+    reconnect_delay: float = RECONNECT_DELAY,
+    reconnect_max_delay: float = RECONNECT_MAX_DELAY,
+    **kwds: Any,
+) -> Connect:
     """``connect`` over the Unix domain socket at ``path``; ``wsurl`` gives the Host header and
-    the resource. Takes the same keywords as ``connect``."""
-    options = _options(**{name: kwds.pop(name) for name in _OPTION_NAMES if name in kwds})
-    open_timeout = kwds.pop("open_timeout", 10.0)
-    max_redirects = kwds.pop("max_redirects", 0)
-    return Connect(wsurl, options, open_timeout, max_redirects, path, kwds)
+    the resource (redirects stay on the same socket). Takes the same keywords as ``connect``
+    but the proxy ones; the rest go to ``loop.create_unix_connection``."""
+    options = _options(
+        max_size=max_size,
+        max_queue=max_queue,
+        write_limit=write_limit,
+        close_timeout=close_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        extra_headers=extra_headers,
+        user_agent_header=user_agent_header,
+        origin=origin,
+        subprotocols=subprotocols,
+        compression=compression,
+    )
+    return Connect(
+        wsurl,
+        options,
+        open_timeout=open_timeout,
+        max_redirects=max_redirects,
+        unix_path=path,
+        proxy=None,
+        proxy_ssl=None,
+        reconnect_delay=reconnect_delay,
+        reconnect_max_delay=reconnect_max_delay,
+        kwds=kwds,
+    )

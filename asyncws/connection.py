@@ -21,6 +21,7 @@ from typing import Any
 from ._kernels import DIRECT_READ_MIN, PAUSE_FAILURE, PAUSE_QUEUE, PAUSE_WRITE, MessagePump
 from .exceptions import ConnectionClosed
 from .handshake import Request, Response
+from .options import CLOSE_TIMEOUT, MAX_QUEUE, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT
 from .protocol import CLOSED, OPEN, Data, Fragment, Message, Outgoing, Protocol
 
 __all__ = ["Websocket", "Settings", "broadcast", "websocket_class"]
@@ -490,12 +491,12 @@ class Settings:
 
     def __init__(
         self,
-        max_size: int | None = 2**20,
-        max_queue: int = 32,
+        max_size: int | None = MAX_SIZE,
+        max_queue: int = MAX_QUEUE,
         write_limit: int | None = None,
-        close_timeout: float = 10.0,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
+        close_timeout: float = CLOSE_TIMEOUT,
+        ping_interval: float | None = PING_INTERVAL,
+        ping_timeout: float | None = PING_TIMEOUT,
     ) -> None:
         if max_size is not None and max_size < 0:
             raise ValueError("max_size must be positive or None")

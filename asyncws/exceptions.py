@@ -2,7 +2,8 @@
 
 This module holds only exception classes: no I/O, no parsing. ``ConnectionClosed`` is what a send on
 a finished connection raises; ``InvalidHandshake`` is what ``connect()`` raises when the server
-refuses or answers badly (``status`` carries the HTTP status when there was one); ``InvalidURI`` is
+refuses or answers badly (``status`` carries the HTTP status when there was one), and its subclass
+``ProxyError`` when a proxy refuses to open the way to the server; ``InvalidURI`` is
 raised for a URL that is not ``ws://`` or ``wss://``; ``OpenTimeout`` (a ``TimeoutError`` on every
 Python) when ``connect()`` runs past ``open_timeout``.
 """
@@ -11,7 +12,14 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["ConnectionClosed", "InvalidHandshake", "InvalidURI", "OpenTimeout", "WebSocketError"]
+__all__ = [
+    "ConnectionClosed",
+    "InvalidHandshake",
+    "InvalidURI",
+    "OpenTimeout",
+    "ProxyError",
+    "WebSocketError",
+]
 
 
 class WebSocketError(Exception):
@@ -40,6 +48,17 @@ class InvalidHandshake(WebSocketError):
     def __init__(self, message: str, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
+
+
+class ProxyError(InvalidHandshake):
+    """The proxy did not open the way to the server; the message says what it answered.
+
+    ``status`` is the HTTP status an HTTP proxy answered its CONNECT with (407: authentication
+    needed or wrong, 403: refused, 502: could not reach the server, ...). For a SOCKS proxy it is
+    the HTTP status of the same meaning (407 authentication failed, 403 not allowed by its
+    rules, 502 server unreachable or refused), the SOCKS reply being in the message; None when
+    the proxy answered something that is not an answer (or closed the connection).
+    """
 
 
 class InvalidURI(WebSocketError, ValueError):

@@ -1,10 +1,13 @@
-"""The HTTP/1.1 opening handshake of RFC 6455 section 4, sans I/O.
+"""The HTTP/1.1 opening handshake of RFC 6455 section 4, and the CONNECT that opens a tunnel
+through an HTTP proxy before it, sans I/O.
 
 This module holds the parsing and building of the upgrade request and response: ``Headers``,
 ``Request``, ``Response``, ``HeadReader`` (collects an HTTP head from a byte stream within size
 limits), ``check_request`` / ``check_response`` (the validation rules of sections 4.1 and 4.2),
-and ``accept_key``. It works on bytes and returns values or raises ``HandshakeError`` /
-``InvalidHandshake``; it must not do I/O, import asyncio, or know about frames.
+``accept_key``, and ``build_connect_request`` / ``check_connect_response`` (RFC 9110 section
+9.3.6, with Basic proxy authentication). It works on bytes and returns values or raises
+``HandshakeError`` / ``InvalidHandshake``; it must not do I/O, import asyncio, or know about
+frames.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from http import HTTPStatus
 from typing import Union
 
-from ._version import __version__
-from .exceptions import InvalidHandshake
+from .exceptions import InvalidHandshake, ProxyError
+from .options import SERVER_HEADER, USER_AGENT_HEADER
 
 __all__ = [
     "GUID",
@@ -38,6 +41,8 @@ __all__ = [
     "check_response",
     "select_subprotocol",
     "check_origin",
+    "build_connect_request",
+    "check_connect_response",
 ]
 
 # Section 1.3: the GUID concatenated with the key before hashing.
@@ -48,10 +53,10 @@ MAX_LINE = 8192
 MAX_HEAD = 16384
 MAX_HEADERS = 128
 
-# Default product tokens; connect(user_agent_header=...) and start_server(server_header=...)
-# change them, None removes them.
-USER_AGENT = f"asyncws/{__version__}"
-SERVER = USER_AGENT
+# Default product tokens (defined in options); connect(user_agent_header=...) and
+# start_server(server_header=...) change them, None removes them.
+USER_AGENT = USER_AGENT_HEADER
+SERVER = SERVER_HEADER
 
 HeadersLike = Union[Mapping[str, str], Iterable[tuple[str, str]]]
 
@@ -465,3 +470,37 @@ def check_origin(request: Request, origins: Sequence[str | None]) -> None:
     if origin not in origins:
         raise HandshakeError(403, f"origin {origin!r} is not allowed")
 
+
+
+def build_connect_request(
+    host: str,
+    port: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    user_agent: str | None = USER_AGENT,
+) -> bytes:
+    """The request that asks an HTTP proxy for a tunnel to ``host:port`` (RFC 9110 section
+    9.3.6), with Basic authentication (RFC 7617) when a ``username`` is given."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    headers: list[tuple[str, str]] = [("Host", authority)]
+    if username is not None:
+        credentials = f"{username}:{password or ''}".encode()
+        headers.append(("Proxy-Authorization", "Basic " + base64.b64encode(credentials).decode()))
+    if user_agent is not None:
+        headers.append(("User-Agent", user_agent))
+    return f"CONNECT {authority} HTTP/1.1\r\n{_format_headers(headers)}\r\n".encode("latin-1")
+
+
+def check_connect_response(head: bytes, proxy: str, target: str) -> None:
+    """Check a proxy's answer to CONNECT: a 2xx opens the tunnel, anything else raises
+    ``ProxyError`` with what the proxy said (``proxy`` and ``target`` name both ends)."""
+    try:
+        response = parse_response(head)
+    except InvalidHandshake as exc:
+        raise ProxyError(f"proxy {proxy} sent a bad answer to CONNECT {target}: {exc}") from None
+    if not 200 <= response.status < 300:
+        raise ProxyError(
+            f"proxy {proxy} refused CONNECT {target}: {response.status} {response.reason}",
+            response.status,
+        )

@@ -30,6 +30,7 @@ from .frames import (
     build_close_payload,
     parse_close_payload,
 )
+from .options import MAX_SIZE
 
 __all__ = ["Protocol", "Fragment", "OPEN", "CLOSING", "CLOSED", "Message", "Outgoing"]
 
@@ -85,7 +86,7 @@ class Protocol:
     def __init__(
         self,
         is_client: bool,
-        max_size: int | None = 2**20,
+        max_size: int | None = MAX_SIZE,
         deflate: PerMessageDeflate | None = None,
     ) -> None:
         self.is_client = is_client

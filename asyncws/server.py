@@ -21,7 +21,6 @@ from .connection import Settings, Websocket, websocket_class
 from .deflate import Deflate, compression_options, server_accept
 from .exceptions import ConnectionClosed
 from .handshake import (
-    SERVER,
     HandshakeError,
     HeadersLike,
     HeadReader,
@@ -32,6 +31,15 @@ from .handshake import (
     check_request,
     parse_request,
     select_subprotocol,
+)
+from .options import (
+    CLOSE_TIMEOUT,
+    MAX_QUEUE,
+    MAX_SIZE,
+    OPEN_TIMEOUT,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    SERVER_HEADER,
 )
 from .protocol import Protocol
 
@@ -68,6 +76,7 @@ class _ServerConfig:
         self,
         handler: Handler,
         settings: Settings,
+        *,
         open_timeout: float | None,
         origins: Sequence[str | None] | None,
         subprotocols: Sequence[str] | None,
@@ -361,54 +370,43 @@ class Server(asyncio.AbstractServer):
         await self.wait_closed()
 
 
-_OPTION_NAMES = (
-    "max_size",
-    "max_queue",
-    "write_limit",
-    "open_timeout",
-    "close_timeout",
-    "ping_interval",
-    "ping_timeout",
-    "origins",
-    "subprotocols",
-    "process_request",
-    "extra_headers",
-    "server_header",
-    "compression",
-)
-
-
 def _config(
     handler: Handler,
     *,
-    max_size: int | None = 2**20,
-    max_queue: int = 32,
-    write_limit: int | None = None,
-    open_timeout: float | None = 10.0,
-    close_timeout: float = 10.0,
-    ping_interval: float | None = 20.0,
-    ping_timeout: float | None = 20.0,
-    origins: Sequence[str | None] | None = None,
-    subprotocols: Sequence[str] | None = None,
-    process_request: ProcessRequest | None = None,
-    extra_headers: ExtraHeaders | None = None,
-    server_header: str | None = SERVER,
-    compression: str | Deflate | None = None,
+    max_size: int | None,
+    max_queue: int,
+    write_limit: int | None,
+    open_timeout: float | None,
+    close_timeout: float,
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    origins: Sequence[str | None] | None,
+    subprotocols: Sequence[str] | None,
+    process_request: ProcessRequest | None,
+    extra_headers: ExtraHeaders | None,
+    server_header: str | None,
+    compression: str | Deflate | None,
 ) -> _ServerConfig:
-    """The server's shared configuration; the defaults here are the documented ones."""
+    """The server's shared configuration, from the options of ``start_server`` (no defaults
+    here: they are in the signatures, from ``options``)."""
     settings = Settings(
-        max_size, max_queue, write_limit, close_timeout, ping_interval, ping_timeout
+        max_size=max_size,
+        max_queue=max_queue,
+        write_limit=write_limit,
+        close_timeout=close_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
     )
     return _ServerConfig(
         handler,
         settings,
-        open_timeout,
-        origins,
-        subprotocols,
-        process_request,
-        extra_headers,
-        server_header,
-        compression_options(compression),
+        open_timeout=open_timeout,
+        origins=origins,
+        subprotocols=subprotocols,
+        process_request=process_request,
+        extra_headers=extra_headers,
+        server_header=server_header,
+        compression=compression_options(compression),
     )
 
 
@@ -417,18 +415,18 @@ async def start_server(
     host: str | Sequence[str] | None = None,
     port: int | None = None,
     *,
-    max_size: int | None = 2**20,
-    max_queue: int = 32,
+    max_size: int | None = MAX_SIZE,
+    max_queue: int = MAX_QUEUE,
     write_limit: int | None = None,
-    open_timeout: float | None = 10.0,
-    close_timeout: float = 10.0,
-    ping_interval: float | None = 20.0,
-    ping_timeout: float | None = 20.0,
+    open_timeout: float | None = OPEN_TIMEOUT,
+    close_timeout: float = CLOSE_TIMEOUT,
+    ping_interval: float | None = PING_INTERVAL,
+    ping_timeout: float | None = PING_TIMEOUT,
     origins: Sequence[str | None] | None = None,
     subprotocols: Sequence[str] | None = None,
     process_request: ProcessRequest | None = None,
     extra_headers: ExtraHeaders | None = None,
-    server_header: str | None = SERVER,
+    server_header: str | None = SERVER_HEADER,
     compression: str | Deflate | None = None,
     **kwds: Any,
 ) -> Server:
@@ -445,11 +443,24 @@ async def start_server(
     refuse), ``extra_headers`` (added to the 101 response, or ``f(request)`` returning them),
     ``server_header`` (None removes it), ``compression`` ("deflate" or a ``Deflate`` for
     permessage-deflate, off by default). Other keywords (``ssl``, ``reuse_port``, ``backlog``,
-    ...) go to ``loop.create_server``.
+    ...) go to ``loop.create_server``. The defaults are those of ``asyncws.options``.
     """
-    # The keyword parameters above, by name (the signature spells them out for users and mypy).
-    arguments = locals()
-    config = _config(handler, **{name: arguments[name] for name in _OPTION_NAMES})
+    config = _config(
+        handler,
+        max_size=max_size,
+        max_queue=max_queue,
+        write_limit=write_limit,
+        open_timeout=open_timeout,
+        close_timeout=close_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        origins=origins,
+        subprotocols=subprotocols,
+        process_request=process_request,
+        extra_headers=extra_headers,
+        server_header=server_header,
+        compression=compression,
+    )
     loop = asyncio.get_running_loop()
     # asyncio accepts port=None (with a host, or a sock= in kwds) though its stubs say int.
     server = await loop.create_server(
@@ -458,11 +469,43 @@ async def start_server(
     return Server(server, config)
 
 
-async def start_unix_server(handler: Handler, path: str | None = None, **kwds: Any) -> Server:
+async def start_unix_server(
+    handler: Handler,
+    path: str | None = None,
+    *,
+    max_size: int | None = MAX_SIZE,
+    max_queue: int = MAX_QUEUE,
+    write_limit: int | None = None,
+    open_timeout: float | None = OPEN_TIMEOUT,
+    close_timeout: float = CLOSE_TIMEOUT,
+    ping_interval: float | None = PING_INTERVAL,
+    ping_timeout: float | None = PING_TIMEOUT,
+    origins: Sequence[str | None] | None = None,
+    subprotocols: Sequence[str] | None = None,
+    process_request: ProcessRequest | None = None,
+    extra_headers: ExtraHeaders | None = None,
+    server_header: str | None = SERVER_HEADER,
+    compression: str | Deflate | None = None,
+    **kwds: Any,
+) -> Server:
     """``start_server`` on a Unix domain socket at ``path``: the same keywords, the rest going
     to ``loop.create_unix_server``."""
-    options = {name: kwds.pop(name) for name in _OPTION_NAMES if name in kwds}
-    config = _config(handler, **options)
+    config = _config(
+        handler,
+        max_size=max_size,
+        max_queue=max_queue,
+        write_limit=write_limit,
+        open_timeout=open_timeout,
+        close_timeout=close_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        origins=origins,
+        subprotocols=subprotocols,
+        process_request=process_request,
+        extra_headers=extra_headers,
+        server_header=server_header,
+        compression=compression,
+    )
     loop = asyncio.get_running_loop()
     server = await loop.create_unix_server(lambda: ServerHandshake(config), path, **kwds)
     return Server(server, config)

@@ -25,6 +25,7 @@ import pytest
 import asyncws
 from asyncws import cli
 
+from ._proxies import tinyproxy
 from .conftest import echo_handler, run
 
 TIMEOUT = 10.0
@@ -352,6 +353,19 @@ def test_client_handshake_refused_exits_1() -> None:
         assert out == b"" and b"403" in err and len(err.splitlines()) == 1
 
     run(main(), TIMEOUT)
+
+
+def test_client_through_proxy(tmp_path: Path) -> None:
+    with thread_server() as url, tinyproxy(tmp_path, connect_ports=[]) as proxy:
+        result = cli_run("--proxy", proxy.url, url, stdin="via the proxy\n")
+        log = proxy.log_text()
+    assert result.returncode == 0, result.stderr
+    assert "< via the proxy" in result.stdout.splitlines()
+    assert f"CONNECT {url[5:-1]} HTTP/1.1" in log
+    with tinyproxy(tmp_path, connect_ports=[1]) as refusing:  # CONNECT to port 1 only
+        result = cli_run("--proxy", refusing.url, url, stdin="never sent\n")
+    assert result.returncode == 1
+    assert "failed to connect" in result.stderr and "403" in result.stderr
 
 
 # -- wss:// ----------------------------------------------------------------------------------------

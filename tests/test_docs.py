@@ -335,16 +335,66 @@ def test_process_request_example() -> None:
     asyncio.run(asyncio.wait_for(main(), TIMEOUT))
 
 
+KEYWORD_FUNCTIONS = (
+    asyncws.connect,
+    asyncws.unix_connect,
+    asyncws.start_server,
+    asyncws.start_unix_server,
+)
+
+
+def documented_defaults() -> dict[str, object]:
+    """The summary table of docs/options.rst: keyword -> the default it shows, as a value (the
+    first ``literal`` of the default column, or its first word: None, True)."""
+    text = (DOCS / "options.rst").read_text(encoding="utf-8")
+    rows = re.findall(r"\n   \* - ``(\w+)``\n     - (.*)\n", text)
+    assert rows
+    defaults: dict[str, object] = {}
+    for name, shown in rows:
+        literal = re.match(r"``([^`]+)``", shown)
+        source = literal.group(1) if literal else shown.split()[0]
+        source = source.replace("VERSION", asyncws.__version__)
+        defaults[name] = eval(source, {})  # a literal of our own docs: 2**20, "...", None
+    return defaults
+
+
 def test_every_keyword_is_documented() -> None:
     import inspect
 
     text = (DOCS / "options.rst").read_text(encoding="utf-8")
-    for function in (asyncws.connect, asyncws.start_server):
+    documented = documented_defaults()
+    for function in KEYWORD_FUNCTIONS:
         for name, param in inspect.signature(function).parameters.items():
             if param.kind is inspect.Parameter.KEYWORD_ONLY:
-                assert f"   * - ``{name}``" in text, f"{function.__name__}({name}=...)"
+                assert name in documented, f"{function.__name__}({name}=...)"
                 prose = text.split("Limits\n------", 1)[1]
                 assert re.search(rf"``{name}(``|=)", prose), f"{name} is not explained"
+
+
+def test_defaults_are_defined_once() -> None:
+    """Every signature's default, the docs table and the CLI come from asyncws.options."""
+    import inspect
+
+    defaults = asyncws.options.DEFAULTS
+    assert documented_defaults() == defaults
+    for function in KEYWORD_FUNCTIONS:
+        for name, param in inspect.signature(function).parameters.items():
+            if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                assert param.default == defaults[name], f"{function.__name__}({name}=...)"
+    # The Unix-socket functions take the same keywords as their TCP twins (no proxy there).
+    def keywords(function: object) -> set[str]:
+        return {
+            n
+            for n, p in inspect.signature(function).parameters.items()  # type: ignore[arg-type]
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+
+    assert keywords(asyncws.unix_connect) == keywords(asyncws.connect) - {"proxy", "proxy_ssl"}
+    assert keywords(asyncws.start_unix_server) == keywords(asyncws.start_server)
+    assert keywords(asyncws.connect) | keywords(asyncws.start_server) == set(defaults)
+    from asyncws import cli
+
+    assert cli.DEFAULT_MAX_SIZE == defaults["max_size"]
 
 
 # -- the API page: the close codes table ---------------------------------------------------------
