@@ -251,9 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _out(line: str) -> None:
-    """Print a line now (stdout may be a pipe), whatever characters the terminal can show."""
+    """Print a line now (stdout may be a pipe), whatever characters the terminal can show.
+
+    One write per line, so that the lines of ``--workers`` processes do not interleave."""
     try:
-        print(line, flush=True)
+        print(line + "\n", end="", flush=True)
     except UnicodeEncodeError:
         encoding = sys.stdout.encoding or "utf-8"
         sys.stdout.buffer.write((line + "\n").encode(encoding, "backslashreplace"))
