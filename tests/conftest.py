@@ -1,20 +1,23 @@
-"""Shared fixtures: both kernel backends, and a running asyncws echo server.
+"""Shared fixtures: both kernel backends, a running asyncws echo server, and a real Redis.
 
 ``kernels`` parametrizes a test over the Cython extension and the pure-Python twin (imported
 directly, whatever ``_kernels`` selected); ``run`` runs a coroutine with a hard time limit so a
-bug shows up as a failure, not a hung suite.
+bug shows up as a failure, not a hung suite. ``redis_server`` is a redis-server on 127.0.0.1
+(tests/_redis.py), shared by a module's tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Any, Callable
 
 import pytest
 
 import asyncws
+
+from ._redis import RedisServer, redis_server_binary
 
 BACKENDS = ["speedups", "purepython"]
 
@@ -24,6 +27,13 @@ def load_backend(name: str) -> Any:
         return importlib.import_module(f"asyncws._{name}")
     except ImportError:
         pytest.fail(f"asyncws._{name} is not built: run `python -m pip install -e '.[test]'`")
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """redis-server on 127.0.0.1 (skips where it is not installed, fails on CI)."""
+    with RedisServer(redis_server_binary(), tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(params=BACKENDS)

@@ -38,13 +38,6 @@ Hub = Union[LocalFanout, RedisFanout]
 # -- fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    binary = redis_server_binary()
-    with RedisServer(binary, tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
 @pytest.fixture(params=["local", "redis"])
 def make_hub(request: pytest.FixtureRequest) -> Callable[[], Hub]:
     """A new hub of either kind (not started: ``async with make_hub() as hub``)."""
