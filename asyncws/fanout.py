@@ -215,6 +215,10 @@ def _without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
 class RedisFanout(_Hub):
     """Publish/subscribe between the connections of every process connected to one Redis.
 
@@ -289,8 +293,9 @@ class RedisFanout(_Hub):
             except asyncio.CancelledError:
                 pass
             self._task = None
-        for waiter in self._waiting.values():
-            waiter.cancel()
+        for waiter in self._waiting.values():  # released, not cancelled: no error in handlers
+            if not waiter.done():
+                waiter.set_result(None)
         self._waiting.clear()
         for client in (self._publisher, self._listener):
             if client is not None:
@@ -308,7 +313,8 @@ class RedisFanout(_Hub):
             await self._publisher.publish(self._prefix + channel, payload)
         except (self._redis_error, OSError) as exc:
             raise FanoutUnavailable(
-                f"cannot publish on {channel!r}: Redis at {self._where} is unavailable ({exc})"
+                f"cannot publish on {channel!r}: Redis at {self._where} is unavailable "
+                f"({_describe(exc)})"
             ) from exc
 
     # -- subscriptions -------------------------------------------------------------------------
@@ -321,8 +327,8 @@ class RedisFanout(_Hub):
         assert self._changed is not None
         self._confirmed.discard(channel)
         waiter = self._waiting.pop(channel, None)
-        if waiter is not None:
-            waiter.cancel()
+        if waiter is not None and not waiter.done():  # nobody is left to wait for it
+            waiter.set_result(None)
         self._changed.set()
 
     def _when_listening(self, channel: str) -> asyncio.Future[None]:
@@ -345,7 +351,8 @@ class RedisFanout(_Hub):
             try:
                 pubsub = self._listener.pubsub()
                 try:
-                    await pubsub.connect()
+                    # Bounded: a frozen server accepts TCP connections but never answers.
+                    await asyncio.wait_for(pubsub.connect(), self._timeout)
                     connected = True
                     if lost_at is not None:
                         self._reconnects += 1
@@ -360,20 +367,20 @@ class RedisFanout(_Hub):
                     await pubsub.aclose()
             except asyncio.CancelledError:
                 raise
-            except (self._redis_error, OSError) as exc:
+            except (self._redis_error, OSError, asyncio.TimeoutError) as exc:
                 if connected or lost_at is None:
                     lost_at = time.time()
                     lost_log_said = False
                 if not lost_log_said:
                     logger.warning(
-                        "lost the Redis subscriber connection to %s (%s): messages published "
+                        "no subscriber connection to Redis at %s (%s): messages published "
                         "until it is back are missed; reconnecting with backoff",
                         self._where,
-                        exc or type(exc).__name__,
+                        _describe(exc),
                     )
                     lost_log_said = True
                 else:
-                    logger.info("Redis at %s still unavailable (%s)", self._where, exc)
+                    logger.info("Redis at %s still unavailable (%s)", self._where, _describe(exc))
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff[1])
 

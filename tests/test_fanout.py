@@ -227,6 +227,49 @@ def test_publish_while_redis_is_down_raises(tmp_path: Path) -> None:
     run(main(), TIMEOUT)
 
 
+def test_frozen_redis_is_found_by_the_keepalive(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that stops answering (SIGSTOP) without closing its connections: publish fails
+    within ``timeout``, the keepalive drops the subscriber connection, and once Redis answers
+    again the channel is resubscribed and delivery resumes."""
+    redis = RedisServer(redis_server_binary(), tmp_path)
+
+    async def main() -> None:
+        assert redis.process is not None
+        hub = RedisFanout(redis.url, keepalive=0.3, timeout=1.0, backoff=(0.05, 0.3))
+        async with hub, serving(hub) as url:
+            ws = await join(url + "/feed")
+            await hub.publish("/feed", "before")
+            assert await receive(ws, 1) == ["before"]
+            redis.process.send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(FanoutUnavailable):
+                    await hub.publish("/feed", "frozen")
+                await asyncio.sleep(1.0)  # > 2 x keepalive: the subscriber gave up on it
+            finally:
+                redis.process.send_signal(signal.SIGCONT)
+            for _ in range(100):  # until the subscriber is back and a probe gets through
+                await hub.publish("/feed", "probe")
+                try:
+                    assert await asyncio.wait_for(ws.recv(), 0.2) == "probe"
+                    break
+                except asyncio.TimeoutError:
+                    pass
+            await hub.publish("/feed", "after")
+            [message] = await receive(ws, 1)
+            while message == "probe":  # probes still on their way
+                [message] = await receive(ws, 1)
+            assert message == "after"
+            assert hub.stats().reconnects == 1
+            await ws.close()
+
+    with caplog.at_level("WARNING", logger="asyncws.fanout"), redis:
+        run(main(), TIMEOUT)
+    assert any("no answer to PING" in r.getMessage() for r in caplog.records)
+    assert any("were missed" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
