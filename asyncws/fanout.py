@@ -234,7 +234,9 @@ class RedisFanout(_Hub):
     backoff (``backoff`` = first and longest wait, in seconds), resubscribing every channel
     still listened to; a warning says which channels may have missed messages and for how long.
     ``timeout`` bounds connecting and each ``PUBLISH``; ``keepalive`` is the silence after which
-    the subscriber pings Redis (twice that without an answer and it reconnects).
+    the subscriber pings Redis (twice that without an answer and it reconnects). Other keywords
+    go to ``redis.asyncio.Redis.from_url``, e.g. ``ssl_ca_certs="ca.pem"`` for ``rediss://``
+    with a private authority, or ``username=``/``password=`` kept out of the URL.
     """
 
     def __init__(
@@ -245,6 +247,7 @@ class RedisFanout(_Hub):
         timeout: float = DEFAULT_TIMEOUT,
         keepalive: float = DEFAULT_KEEPALIVE,
         backoff: tuple[float, float] = DEFAULT_BACKOFF,
+        **redis_options: Any,
     ) -> None:
         super().__init__()
         redis_asyncio, retry, no_backoff, redis_error = _redis_modules()
@@ -258,6 +261,7 @@ class RedisFanout(_Hub):
         self._timeout = timeout
         self._keepalive = keepalive
         self._backoff = backoff
+        self._redis_options = redis_options
         self._publisher: Any = None
         self._listener: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -272,6 +276,7 @@ class RedisFanout(_Hub):
         # Two clients: PUBLISH answers are bounded by ``timeout``; the subscriber connection
         # waits for messages without a read timeout (its keepalive finds a dead peer).
         options: dict[str, Any] = {
+            **self._redis_options,
             "socket_connect_timeout": self._timeout,
             "retry": self._no_retry,
         }

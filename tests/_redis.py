@@ -1,7 +1,8 @@
 """A real Redis server for the fan-out tests and benchmark (not a test module).
 
-This module holds ``RedisServer``: Debian's ``redis-server`` started on 127.0.0.1 on a free port,
-without persistence, that a test can kill and start again on the same port; and
+This module holds ``RedisServer``: Debian's ``redis-server`` started on 127.0.0.1 on a free port
+and on a Unix socket (and, given certificate files, on a TLS port too), without persistence, that
+a test can kill and start again on the same port; and
 ``redis_server_binary()``, which skips a test where the binary is missing, except on CI (the
 environment variable CI set), where a missing binary fails it: CI must run these tests
 (``.ci/run`` installs the package). Nothing here asserts: tests do.
@@ -51,15 +52,27 @@ def answers_ping(port: int) -> bool:
 class RedisServer:
     """``redis-server`` on 127.0.0.1:``port``, in ``directory``, for a ``with`` block."""
 
-    def __init__(self, binary: str, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str, directory: Path, tls: tuple[Path, Path, Path] | None = None
+    ) -> None:
         self.binary = binary
         self.directory = directory
-        self.port = port or free_port()
+        self.port = free_port()
+        self.tls = tls  # (certificate chain, key, CA) files
+        self.tls_port = free_port() if tls else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.directory / 'redis.sock'}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"rediss://127.0.0.1:{self.tls_port}/0"
 
     def start(self) -> None:
         """Start the server (again, on the same port) and wait until it answers."""
@@ -74,6 +87,9 @@ class RedisServer:
                     "--appendonly", "no",
                     "--dir", str(self.directory),
                     "--daemonize", "no",
+                    "--unixsocket", str(self.directory / "redis.sock"),
+                    "--unixsocketperm", "700",
+                    *self._tls_options(),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -85,6 +101,18 @@ class RedisServer:
                 tail = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server did not start on port {self.port}:\n{tail}")
             time.sleep(0.02)
+
+    def _tls_options(self) -> list[str]:
+        if self.tls is None:
+            return []
+        cert, key, ca = self.tls
+        return [
+            "--tls-port", str(self.tls_port),
+            "--tls-cert-file", str(cert),
+            "--tls-key-file", str(key),
+            "--tls-ca-cert-file", str(ca),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
 
     def kill(self) -> None:
         """Stop the server at once (SIGKILL), as a crash would."""

@@ -227,6 +227,33 @@ def test_publish_while_redis_is_down_raises(tmp_path: Path) -> None:
     run(main(), TIMEOUT)
 
 
+def test_rediss_and_unix_urls(tmp_path: Path) -> None:
+    """``rediss://`` (TLS, a private CA given through a redis-py keyword) and ``unix://``: two
+    hubs on one Redis, each reaching the other's subscribers."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    files = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(files[0]))
+    cert.private_key_pem.write_to_path(str(files[1]))
+    ca.cert_pem.write_to_path(str(files[2]))
+    redis = RedisServer(redis_server_binary(), tmp_path, tls=files)
+
+    async def main() -> None:
+        tls = RedisFanout(redis.tls_url, ssl_ca_certs=str(files[2]))
+        unix = RedisFanout(redis.unix_url)
+        async with tls, unix, serving(tls) as tls_url, serving(unix) as unix_url:
+            over_tls, over_unix = await join(tls_url + "/c"), await join(unix_url + "/c")
+            await tls.publish("/c", "from tls")
+            await unix.publish("/c", b"from unix")
+            for ws in (over_tls, over_unix):
+                assert await receive(ws, 2) == ["from tls", b"from unix"]
+                await ws.close()
+
+    with redis:
+        run(main(), TIMEOUT)
+
+
 def test_frozen_redis_is_found_by_the_keepalive(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
