@@ -255,7 +255,7 @@ class RedisFanout(_Hub):
         # Errors reach this class at once (no retries inside redis-py): it decides what to do.
         self._no_retry = retry(no_backoff(), 0)
         self._redis_error: type[Exception] = redis_error
-        self.url = url
+        self._url = url
         self._where = _without_password(url)
         self._prefix = prefix
         self._timeout = timeout
@@ -266,7 +266,6 @@ class RedisFanout(_Hub):
         self._listener: Any = None
         self._task: asyncio.Task[None] | None = None
         # The current subscriber session: what was asked of Redis, and what it confirmed.
-        self._pubsub: Any = None
         self._requested: set[str] = set()
         self._confirmed: set[str] = set()
         self._waiting: dict[str, asyncio.Future[None]] = {}
@@ -281,9 +280,9 @@ class RedisFanout(_Hub):
             "retry": self._no_retry,
         }
         self._publisher = self._redis_asyncio.Redis.from_url(
-            self.url, socket_timeout=self._timeout, **options
+            self._url, socket_timeout=self._timeout, **options
         )
-        self._listener = self._redis_asyncio.Redis.from_url(self.url, **options)
+        self._listener = self._redis_asyncio.Redis.from_url(self._url, **options)
         self._changed = asyncio.Event()
         self._running = True
         self._task = asyncio.get_running_loop().create_task(self._subscriber())
@@ -348,11 +347,13 @@ class RedisFanout(_Hub):
 
     async def _subscriber(self) -> None:
         """Keep one subscriber connection, reconnecting with backoff, until cancelled."""
+        loop = asyncio.get_running_loop()
         delay = self._backoff[0]
         lost_at: float | None = None  # wall-clock time the connection was lost
         lost_log_said = False
         while True:
             connected = False
+            started = loop.time()
             try:
                 pubsub = self._listener.pubsub()
                 try:
@@ -363,10 +364,8 @@ class RedisFanout(_Hub):
                         self._reconnects += 1
                         self._say_missed(lost_at)
                         lost_at = None
-                    delay = self._backoff[0]
                     await self._session(pubsub)
                 finally:
-                    self._pubsub = None
                     self._requested.clear()
                     self._confirmed.clear()
                     await pubsub.aclose()
@@ -386,6 +385,14 @@ class RedisFanout(_Hub):
                     lost_log_said = True
                 else:
                     logger.info("Redis at %s still unavailable (%s)", self._where, _describe(exc))
+            except Exception:  # a bug, here or in redis-py: say so, and keep the hub alive
+                logger.exception("the subscriber connection to Redis at %s failed", self._where)
+                if connected or lost_at is None:
+                    lost_at = time.time()
+            # The backoff starts again after a session that lasted, not after one that failed
+            # at once (e.g. refused SUBSCRIBE): that would reconnect and log in a tight loop.
+            if connected and loop.time() - started > self._backoff[1]:
+                delay = self._backoff[0]
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff[1])
 
@@ -396,7 +403,7 @@ class RedisFanout(_Hub):
             shown += f" and {len(channels) - 10} more"
         logger.warning(
             "reconnected to Redis at %s after %.1f s: messages published in between "
-            "(since %s) on the %d channel(s) listened to here were missed: %s",
+            "(since %s) on the %d channel(s) listened to here, if any, were missed: %s",
             self._where,
             time.time() - lost_at,
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lost_at)),
@@ -407,7 +414,6 @@ class RedisFanout(_Hub):
     async def _session(self, pubsub: Any) -> None:
         """Run one subscriber connection until it fails: one task reads, one sends
         (UN)SUBSCRIBE commands; the first error ends both."""
-        self._pubsub = pubsub
         assert self._changed is not None
         self._changed.set()  # subscribe every channel listened to
         loop = asyncio.get_running_loop()
