@@ -63,6 +63,8 @@ def test_chat_example_rooms_span_workers(redis_server: Any) -> None:
 
     import asyncws
 
+    from .test_cli import read_line
+
     ports = [free_port(), free_port()]
     workers = [
         subprocess.Popen(
@@ -101,8 +103,7 @@ def test_chat_example_rooms_span_workers(redis_server: Any) -> None:
 
     try:
         for worker in workers:
-            assert worker.stdout is not None
-            assert "chat worker" in worker.stdout.readline()
+            assert "chat worker" in read_line(worker.stdout, 10)
         asyncio.run(asyncio.wait_for(chat(), 30))
         for worker in workers:
             assert worker.wait(timeout=10) == 0, worker.stderr.read() if worker.stderr else ""
