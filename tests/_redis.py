@@ -2,10 +2,12 @@
 
 This module holds ``RedisServer``: Debian's ``redis-server`` started on 127.0.0.1 on a free port
 and on a Unix socket (and, given certificate files, on a TLS port too), without persistence, that
-a test can kill and start again on the same port; and
-``redis_server_binary()``, which skips a test where the binary is missing, except on CI (the
-environment variable CI set), where a missing binary fails it: CI must run these tests
-(``.ci/run`` installs the package). Nothing here asserts: tests do.
+a test can kill and start again on the same port; and ``redis_server_binary()``, which skips a
+test where the binary is missing, except on CI on Linux (the environment variable CI set), where
+a missing binary fails it: CI must run these tests (``.ci/run`` and the Linux jobs of
+.github/workflows/ci.yml install the package). Elsewhere (macOS and Windows runners, the
+manylinux containers of the wheel builds, which do not see CI) a missing binary skips. Nothing
+here asserts: tests do.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +31,7 @@ def redis_server_binary() -> str:
     path = shutil.which("redis-server")
     if path is None:
         reason = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if os.environ.get("CI"):
+        if os.environ.get("CI") and sys.platform.startswith("linux"):
             pytest.fail(f"{reason}; on CI these tests must run")
         pytest.skip(reason)
     return path
