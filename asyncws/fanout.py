@@ -28,7 +28,7 @@ __all__ = ["FanoutStats", "FanoutUnavailable", "LocalFanout", "RedisFanout"]
 
 logger = logging.getLogger("asyncws.fanout")
 
-Message = Union[str, bytes, bytearray, memoryview]
+Data = Union[str, bytes, bytearray, memoryview]  # what publish() takes: as send()
 
 # How a message's type travels in a Redis payload: one byte in front of the message.
 _TEXT = b"t"
@@ -113,7 +113,7 @@ class _Hub:
             del self._channels[channel]
             self._channel_closed(channel)
 
-    async def publish(self, channel: str, message: Message) -> None:
+    async def publish(self, channel: str, message: Data) -> None:
         """Send ``message`` to every connection subscribed to ``channel``: a ``str`` arrives as
         a text message, bytes-like data as a binary message."""
         self._check_running()
@@ -135,7 +135,7 @@ class _Hub:
 
     # -- for the subclasses --------------------------------------------------------------------
 
-    def _deliver(self, channel: str, message: Message) -> None:
+    def _deliver(self, channel: str, message: Data) -> None:
         """Write ``message`` to the local subscribers of ``channel`` (``broadcast()``: those
         whose write buffer is full are skipped)."""
         subscribers = self._channels.get(channel)
@@ -172,7 +172,7 @@ class _Hub:
         done.set_result(None)
         return done
 
-    async def _publish(self, channel: str, message: Message) -> None:
+    async def _publish(self, channel: str, message: Data) -> None:
         raise NotImplementedError
 
 
@@ -190,7 +190,7 @@ class LocalFanout(_Hub):
     async def __aexit__(self, *exc: object) -> None:
         self._running = False
 
-    async def _publish(self, channel: str, message: Message) -> None:
+    async def _publish(self, channel: str, message: Data) -> None:
         self._deliver(channel, message)
 
 
@@ -308,7 +308,7 @@ class RedisFanout(_Hub):
 
     # -- publishing ----------------------------------------------------------------------------
 
-    async def _publish(self, channel: str, message: Message) -> None:
+    async def _publish(self, channel: str, message: Data) -> None:
         if isinstance(message, str):
             payload = _TEXT + message.encode("utf-8")
         else:
@@ -477,7 +477,7 @@ class RedisFanout(_Hub):
         kind = payload[:1]
         if kind == _TEXT:
             try:
-                message: Message = payload[1:].decode("utf-8")
+                message: Data = payload[1:].decode("utf-8")
             except UnicodeDecodeError:
                 logger.warning("dropped a text message on %r: not UTF-8", channel)
                 return
