@@ -1,12 +1,14 @@
 """The command line: ``python -m asyncws URL`` (an interactive client), ``python -m asyncws serve
---echo HOST PORT`` (an echo server) and ``python -m asyncws --version``.
+--echo HOST PORT`` (an echo server), ``python -m asyncws serve --chat [--workers N] [--redis
+URL] HOST PORT`` (a chat server, rooms by path) and ``python -m asyncws --version``.
 
 This module holds ``main()``, its two argument parsers, the interactive client (stdin lines are
-sent as text messages, incoming messages are printed prefixed with ``< ``), the echo server and a
-stdin reader that runs in a daemon thread so that reading never blocks the event loop, on every
-platform. It is a user of the public API only (``connect``, ``start_server``, ``Websocket``, the
-exceptions, ``HAS_SPEEDUPS``, ``__version__``): it must not touch the protocol core, the
-handshake or the kernels, and nothing in the library may import it.
+sent as text messages, incoming messages are printed prefixed with ``< ``), the echo and chat
+servers, the parent of ``--workers`` processes and a stdin reader that runs in a daemon thread so
+that reading never blocks the event loop, on every platform. It is a user of the public API only
+(``connect``, ``start_server``, ``Websocket``, the exceptions, ``asyncws.fanout``,
+``HAS_SPEEDUPS``, ``__version__``): it must not touch the protocol core, the handshake or the
+kernels, and nothing in the library may import it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import codecs
+import contextlib
 import functools
+import os
 import re
 import signal
 import ssl
@@ -25,6 +29,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import asyncws
+from asyncws.fanout import FanoutUnavailable, LocalFanout, RedisFanout
 
 __all__ = ["main"]
 
@@ -36,6 +41,8 @@ BINARY_PREVIEW = 32  # bytes of a binary message shown in hex
 # then until no message has arrived for LINGER_QUIET seconds, LINGER_MAX seconds at most.
 LINGER_QUIET = 0.2
 LINGER_MAX = 2.0
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PARENT_CHECK = 1.0  # seconds between a worker's checks that its parent (--workers) still runs
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP field name (RFC 9110 5.1)
 
@@ -60,16 +67,23 @@ examples:
   python -m asyncws --version"""
 
 SERVE_DESCRIPTION = """\
-Run a WebSocket echo server on HOST:PORT: every message received is sent back unchanged. Prints
-"Serving on ws://HOST:PORT" (with the port actually bound, so PORT may be 0) and runs until
-SIGINT (Ctrl-C) or SIGTERM, then closes its connections with 1001 (a second signal drops them)
-and exits 0."""
+Run a WebSocket server on HOST:PORT. --echo: every message received is sent back unchanged.
+--chat: the request path is a room, and every message received is sent to every connection in
+the same room (the sender included), text as text and binary as binary. Prints "Serving on
+ws://HOST:PORT" (with the port actually bound, so PORT may be 0) and runs until SIGINT (Ctrl-C)
+or SIGTERM, then closes its connections with 1001 (a second signal drops them) and exits 0.
+
+--workers N runs N processes that share the port (SO_REUSEPORT; not on Windows), each printing
+"Serving on ws://HOST:PORT (worker PID)" and adding an X-Worker-PID header to its 101 responses;
+SIGINT or SIGTERM to the parent stops them all. With --chat and --redis URL, rooms span every
+worker and every machine using the same Redis (pip install asyncws[redis])."""
 
 SERVE_EPILOG = """\
 examples:
   python -m asyncws serve --echo 127.0.0.1 8000
   python -m asyncws serve --echo 0.0.0.0 0            (any free port; printed on start)
-  python -m asyncws serve --echo --certfile cert.pem --keyfile key.pem 127.0.0.1 8443"""
+  python -m asyncws serve --echo --certfile cert.pem --keyfile key.pem 127.0.0.1 8443
+  python -m asyncws serve --chat --workers 4 --redis redis://127.0.0.1:6379 127.0.0.1 8000"""
 
 
 # -- arguments ---------------------------------------------------------------------------------
@@ -98,6 +112,16 @@ def _max_size(text: str) -> int | None:
     if size < 0:
         raise argparse.ArgumentTypeError(f"expected a number of bytes (0 for no limit): {text!r}")
     return size or None
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, at least 1: {text!r}")
+    return count
 
 
 def _port(text: str) -> int:
@@ -166,16 +190,17 @@ def client_parser() -> argparse.ArgumentParser:
 def serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} serve",
-        usage=f"{PROG} serve --echo [options] HOST PORT",
+        usage=f"{PROG} serve (--echo | --chat) [options] HOST PORT",
         description=SERVE_DESCRIPTION,
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--echo",
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--echo", action="store_true", help="send every message back")
+    mode.add_argument(
+        "--chat",
         action="store_true",
-        required=True,
-        help="send every message back (the only server mode; required)",
+        help="send every message to every connection on the same path (a room)",
     )
     parser.add_argument("host", metavar="HOST", help="address to listen on, e.g. 127.0.0.1")
     parser.add_argument("port", metavar="PORT", type=_port, help="TCP port; 0 for any free port")
@@ -184,7 +209,33 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--keyfile", metavar="PEM", help="private key, if not in the --certfile file"
     )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="run N processes sharing the port (reuse_port); PORT must not be 0",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="with --chat: share the rooms between processes and machines through this Redis "
+        "(redis://, rediss:// or unix://)",
+    )
     return parser
+
+
+def _check_serve_options(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    if options.keyfile and not options.certfile:
+        parser.error("--keyfile needs --certfile")
+    if options.redis and not options.chat:
+        parser.error("--redis needs --chat")
+    if options.workers is not None:
+        if not hasattr(os, "fork"):
+            parser.error("--workers needs os.fork and SO_REUSEPORT (Linux, macOS, BSD)")
+        if options.port == 0:
+            parser.error("--workers needs a port number: with 0 each worker gets its own port")
+        if options.chat and options.workers > 1 and not options.redis:
+            parser.error("--chat --workers N needs --redis URL: rooms must span the workers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,9 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args[:1] == ["serve"]:
-            options = serve_parser().parse_args(args[1:])
-            if options.keyfile and not options.certfile:
-                serve_parser().error("--keyfile needs --certfile")
+            parser = serve_parser()
+            options = parser.parse_args(args[1:])
+            _check_serve_options(parser, options)
+            if options.workers is not None:
+                return _run_workers(options)
             return asyncio.run(_serve(options))
         options = client_parser().parse_args(args)
         return asyncio.run(_client(options))
@@ -206,9 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _out(line: str) -> None:
-    """Print a line now (stdout may be a pipe), whatever characters the terminal can show."""
+    """Print a line now (stdout may be a pipe), whatever characters the terminal can show.
+
+    One write per line, so that the lines of ``--workers`` processes do not interleave."""
     try:
-        print(line, flush=True)
+        print(line + "\n", end="", flush=True)
     except UnicodeEncodeError:
         encoding = sys.stdout.encoding or "utf-8"
         sys.stdout.buffer.write((line + "\n").encode(encoding, "backslashreplace"))
@@ -239,14 +294,16 @@ def _describe(exc: BaseException) -> str:
     return _printable(str(exc) or type(exc).__name__)
 
 
-def _on_stop_signals(callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback`` on SIGINT or SIGTERM; return a function that undoes it.
+def _on_stop_signals(
+    callback: Callable[[], None], signals: Sequence[int] = _STOP_SIGNALS
+) -> Callable[[], None]:
+    """Call ``callback`` on SIGINT or SIGTERM (or ``signals``); return a function that undoes it.
 
     ``loop.add_signal_handler`` where it exists (Unix); elsewhere a ``signal.signal`` handler
     that hands over to the loop (Windows' event loops wake up for it)."""
     loop = asyncio.get_running_loop()
     undo: list[Callable[[], object]] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals:
         try:
             loop.add_signal_handler(sig, callback)
             undo.append(functools.partial(loop.remove_signal_handler, sig))
@@ -435,10 +492,35 @@ async def _client(options: argparse.Namespace) -> int:
     return 0
 
 
-# -- the echo server -----------------------------------------------------------------------------
+# -- the echo and chat servers ------------------------------------------------------------------
 
 
-async def _serve(options: argparse.Namespace) -> int:
+def _chat(hub: LocalFanout | RedisFanout) -> Callable[[asyncws.Websocket], Any]:
+    """The chat handler: the request path is the room; what a connection sends goes to the room."""
+
+    async def chat(ws: asyncws.Websocket) -> None:
+        assert ws.request is not None
+        room = ws.request.path
+        # Messages are read once the room is listened to, so a sender gets its own messages
+        # back: a client knows it is in the room when its first message comes back.
+        listening = hub.subscribe(ws, room)
+        await asyncio.wait([listening, ws.closed], return_when=asyncio.FIRST_COMPLETED)
+        async for message in ws:
+            try:
+                await hub.publish(room, message)
+            except FanoutUnavailable as exc:  # Redis is down: this message is lost, not the peer
+                _err(f"{PROG} serve: {exc}")
+
+    return chat
+
+
+async def _echo(ws: asyncws.Websocket) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
+async def _serve(options: argparse.Namespace, parent: int | None = None) -> int:
+    """One server process; ``parent`` is the pid of the ``--workers`` parent, if any."""
     context: ssl.SSLContext | None = None
     if options.certfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -448,24 +530,45 @@ async def _serve(options: argparse.Namespace) -> int:
             _err(f"{PROG} serve: cannot load the certificate: {_describe(exc)}")
             return 1
 
+    hub: LocalFanout | RedisFanout | None = None
+    if options.chat:
+        try:
+            hub = RedisFanout(options.redis) if options.redis else LocalFanout()
+        except ImportError as exc:
+            _err(f"{PROG} serve: {exc}")
+            return 1
+    async with contextlib.AsyncExitStack() as stack:
+        if hub is not None:
+            await stack.enter_async_context(hub)
+        return await _serve_with(options, context, _echo if hub is None else _chat(hub), parent)
+
+
+async def _serve_with(
+    options: argparse.Namespace,
+    context: ssl.SSLContext | None,
+    handler: Callable[[asyncws.Websocket], Any],
+    parent: int | None,
+) -> int:
     active: set[asyncws.Websocket] = set()
     idle = asyncio.Event()
     idle.set()
 
-    async def echo(ws: asyncws.Websocket) -> None:
+    async def tracked(ws: asyncws.Websocket) -> None:
         active.add(ws)
         idle.clear()
         try:
-            async for message in ws:
-                await ws.send(message)
+            await handler(ws)
         finally:
             active.discard(ws)
             if not active:
                 idle.set()
 
+    worker: dict[str, Any] = {}
+    if parent is not None:
+        worker = {"reuse_port": True, "extra_headers": {"X-Worker-PID": str(os.getpid())}}
     try:
         server = await asyncws.start_server(
-            echo, options.host, options.port, max_size=options.max_size, ssl=context
+            tracked, options.host, options.port, max_size=options.max_size, ssl=context, **worker
         )
     except OSError as exc:
         _err(f"{PROG} serve: cannot listen on {options.host}:{options.port}: {_describe(exc)}")
@@ -479,14 +582,20 @@ async def _serve(options: argparse.Namespace) -> int:
                 ws.writer.abort()
         stop.set()
 
-    restore = _on_stop_signals(on_signal)
+    # A worker stops on SIGTERM from its parent only: Ctrl-C reaches the whole process group,
+    # and the parent turns it into one SIGTERM per worker.
+    restore = _on_stop_signals(on_signal, (signal.SIGTERM,) if parent else _STOP_SIGNALS)
+    watcher = None if parent is None else asyncio.ensure_future(_watch_parent(parent, stop))
     try:
         port = server.sockets[0].getsockname()[1]
         host = f"[{options.host}]" if ":" in options.host else options.host
-        _out(f"Serving on {'wss' if context else 'ws'}://{host}:{port}")
+        which = "" if parent is None else f" (worker {os.getpid()})"
+        _out(f"Serving on {'wss' if context else 'ws'}://{host}:{port}{which}")
         await stop.wait()
     finally:
         restore()
+        if watcher is not None:
+            watcher.cancel()
         server.close()
         # Since Python 3.12 wait_closed() also waits for the connections: close them first.
         closing = [ws.close(1001, "server shutting down") for ws in list(active)]
@@ -499,3 +608,53 @@ async def _serve(options: argparse.Namespace) -> int:
             for ws in list(active):
                 ws.writer.abort()
     return 0
+
+
+# -- --workers: the parent process ---------------------------------------------------------------
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Stop a worker whose parent died without stopping it (SIGKILL): no orphans."""
+    while os.getppid() == parent:
+        await asyncio.sleep(PARENT_CHECK)
+    stop.set()
+
+
+def _run_workers(options: argparse.Namespace) -> int:
+    """Fork ``options.workers`` servers on one port; forward SIGINT/SIGTERM to them as SIGTERM;
+    return 0 once all have exited 0, else 1 (one failing stops the others)."""
+    parent = os.getpid()
+    sys.stdout.flush()
+    children: list[int] = []
+    for _ in range(options.workers):
+        pid = os.fork()  # before any event loop exists here: a child must not inherit one
+        if pid == 0:
+            status = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards it
+                status = asyncio.run(_serve(options, parent))
+            except BaseException as exc:  # never return into the parent's code
+                _err(f"{PROG} serve: worker {os.getpid()} failed: {_describe(exc)}")
+            finally:
+                sys.stdout.flush()
+                os._exit(status)
+        children.append(pid)
+
+    def stop_workers(_signum: int = signal.SIGTERM, _frame: object = None) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, stop_workers)
+    status = 0
+    remaining = set(children)
+    while remaining:
+        pid, wait_status = os.wait()
+        remaining.discard(pid)
+        if os.waitstatus_to_exitcode(wait_status) != 0 and status == 0:
+            status = 1
+            stop_workers()
+    return status

@@ -1,8 +1,9 @@
-"""Shared fixtures: both kernel backends, and a running asyncws echo server.
+"""Shared fixtures: both kernel backends, a running asyncws echo server, and a real Redis.
 
 ``kernels`` parametrizes a test over the Cython extension and the pure-Python twin (imported
 directly, whatever ``_kernels`` selected); ``run`` runs a coroutine with a hard time limit so a
-bug shows up as a failure, not a hung suite.
+bug shows up as a failure, not a hung suite. ``redis_server`` is a redis-server on 127.0.0.1
+(tests/_redis.py), shared by a module's tests.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Any, Callable
 
 import pytest
 
 import asyncws
+
+from ._redis import RedisServer, redis_server_binary
 
 BACKENDS = ["speedups", "purepython"]
 
@@ -38,6 +41,13 @@ def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     return server_ctx, client_ctx
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """redis-server on 127.0.0.1 (skips where it is not installed, fails on CI)."""
+    with RedisServer(redis_server_binary(), tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(params=BACKENDS)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,6 +215,11 @@ def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
         "Request",
         "Response",
         "Headers",
+        "fanout.LocalFanout",
+        "fanout.RedisFanout",
+        "fanout.RedisFanout.subscribe",
+        "fanout.FanoutStats",
+        "fanout.FanoutUnavailable",
     ):
         assert f'id="asyncws.{name}"' in api, name
 
@@ -465,3 +471,29 @@ def test_multiprocess_example(tmp_path: Path) -> None:
         except (ProcessLookupError, PermissionError):
             pass
         proc.communicate(timeout=TIMEOUT)
+
+
+# -- the deployment page: the fan-out example ----------------------------------------------------
+
+
+def test_fanout_example(tmp_path: Path, redis_server: Any) -> None:
+    """docs/deployment.rst's RedisFanout server, against a real Redis: a room spans clients."""
+    code = code_blocks("deployment.rst")["deployment-fanout"]
+    code = code.replace("redis://127.0.0.1:6379", redis_server.url).replace("0.0.0.0", "127.0.0.1")
+    port = free_port()
+
+    async def chat() -> None:
+        url = f"ws://127.0.0.1:{port}/lobby"
+        async with asyncws.connect(url) as alice, asyncws.connect(url) as bob:
+            for ws, name in [(alice, "alice"), (bob, "bob")]:
+                await ws.send(name)  # back to the sender once it is in the room
+                while await ws.recv() != name:
+                    pass
+            assert await alice.recv() == "bob"  # alice was in the room when bob joined
+            await alice.send(b"\x00binary")
+            assert await alice.recv() == b"\x00binary"
+            assert await bob.recv() == b"\x00binary"
+
+    with server_process(tmp_path, localize(code, 8000, port), port) as srv:
+        asyncio.run(asyncio.wait_for(chat(), TIMEOUT))
+        srv.kill()
