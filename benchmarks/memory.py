@@ -35,9 +35,11 @@ import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ECHO = os.path.join(HERE, "echo.py")
 sys.path.insert(0, HERE)
-import echo  # noqa: E402  (for the implementation list, env and machine description)
+import echo_harness as harness  # noqa: E402  (env, machine description, ratios)
+from echo_libraries import DEFAULT_LIBRARIES, LIBRARIES  # noqa: E402
+
+ECHO = harness.ECHO_SCRIPT
 
 HOST = "127.0.0.1"
 
@@ -119,7 +121,7 @@ def start_server(impl: str, lifetime: float):
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=echo.impl_env(impl),
+        env=harness.library_env(LIBRARIES[impl], None),
         text=True,
     )
     ready, _, _ = select.select([srv.stdout], [], [], 30)
@@ -191,8 +193,8 @@ def measure(impl: str, args) -> dict[str, Any]:
 
 
 def orchestrate(args) -> int:
-    impls = [i.strip() for i in args.impl.split(",")] if args.impl else list(echo.DEFAULT_IMPLS)
-    impls = [i for i in impls if echo.available(i)]
+    impls = [i.strip() for i in args.impl.split(",")] if args.impl else list(DEFAULT_LIBRARIES)
+    impls = [i for i in impls if LIBRARIES[i].available()]
     results: dict[str, dict[str, Any]] = {i: {"impl": i, "rounds": [], "errors": []} for i in impls}
     t0 = time.time()
     for rnd in range(args.rounds):
@@ -213,8 +215,8 @@ def orchestrate(args) -> int:
         )
 
     print(f"# memory benchmark: {' '.join(sys.argv)}")
-    print(f"# {echo.machine_line()}")
-    print(f"# versions: {json.dumps(echo.versions())}")
+    print(f"# {harness.machine_line()}")
+    print(f"# versions: {json.dumps(harness.versions())}")
     print(f"# wall time {time.time() - t0:.0f}s")
     print()
     print(
@@ -235,7 +237,7 @@ def orchestrate(args) -> int:
         per = [x["bytes_per_conn"] for x in r["rounds"]]
         print(
             f"| {impl} | {r['median_rss_before'] / 2**20:.1f} | {m:,.0f} | "
-            f"{echo.fmt_ratio(m, ref_tcp)} | {echo.fmt_ratio(m, ref_picows)} | "
+            f"{harness.fmt_ratio(m, ref_tcp)} | {harness.fmt_ratio(m, ref_picows)} | "
             f"{min(per):,.0f}-{max(per):,.0f} |"
         )
     if args.json:
@@ -243,8 +245,8 @@ def orchestrate(args) -> int:
             json.dump(
                 {
                     "argv": sys.argv,
-                    "machine": echo.machine_info(),
-                    "versions": echo.versions(),
+                    "machine": harness.machine_info(),
+                    "versions": harness.versions(),
                     "results": list(results.values()),
                 },
                 f,
@@ -269,7 +271,7 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("--impl", help=f"comma-separated subset of {','.join(echo.ALL_IMPLS)}")
+    p.add_argument("--impl", help=f"comma-separated subset of {','.join(LIBRARIES)}")
     p.add_argument("--connections", type=int, default=1000)
     p.add_argument("--batch", type=int, default=50, help="connections opened concurrently")
     p.add_argument("--rounds", type=int, default=3)
