@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -133,6 +134,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cpu", type=int, default=None,
                    help="CPU for server and client (default: last)")
     p.add_argument("--json", help="write all rounds and medians to this file")
+    p.add_argument("--note", action="append", default=[],
+                   help="a line for the results' header, e.g. what else ran on the machine")
     p.add_argument("-v", "--verbose", action="store_true", help="print every round to stderr")
     p.add_argument("--no-snapshot", dest="snapshot_lib", action="store_false",
                    help="import asyncws from where it is installed instead of a per-run copy")
@@ -176,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = harness.Settings(cpu, args.warmup, args.duration, args.drain_timeout,
                                 args.inflight, snapshot)
     t_start = time.time()
+    load_start = os.getloadavg()
     try:
         results = harness.run_cells(settings, cells, libraries, args.rounds, client_for,
                                     verbose=args.verbose)
@@ -188,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.common_client
         else "client: same library as the server"
     )
-    print(f"# echo benchmark: {' '.join(sys.argv)}")
+    print(f"# echo benchmark: python {shlex.join(sys.argv)}")
+    for note in args.note:
+        print(f"# note: {note}")
     print(f"# {harness.machine_line()}")
+    loads = " ".join(f"{x:.2f}" for x in load_start), " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# load average (1, 5, 15 min): {loads[0]} at the start, {loads[1]} at the end")
     print(f"# versions: {json.dumps(harness.versions())}")
     print(f"# server and client pinned to CPU {cpu}; wall time {time.time() - t_start:.0f}s")
     harness.print_tables(
