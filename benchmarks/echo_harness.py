@@ -152,7 +152,8 @@ def make_tls_dir() -> str:
 
 
 # Text messages are JSON-like records drawn from a small vocabulary: ASCII, and compressible
-# the way application text is (about 4-5x with zlib), not a repetition deflate reduces to nothing.
+# the way application text is (about 5.7x with zlib at level 6), not a repetition that deflate
+# reduces to nothing.
 # A 256 KiB block (longer than deflate's 32 KiB window) is repeated up to the size.
 _TEXT_BLOCK = 256 * 1024
 _WORDS = (
@@ -458,17 +459,23 @@ def measure(settings: Settings, server_lib, client_lib, cell: Cell, tls_dir) -> 
             res["error"] = f"{server_lib.name} server runs without asyncws' Cython speedups"
         return res
     finally:
-        if srv.poll() is None:
-            try:
-                srv.stdin.close()
-            except OSError:
-                pass
-            try:
-                srv.wait(5)
-            except subprocess.TimeoutExpired:
-                srv.kill()
-                srv.wait(5)
+        stop_process(srv, 5)
         errfile.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """Close the process' stdin (a benchmark server's or idle client's signal to exit), wait
+    ``timeout`` s, then kill it."""
+    if proc.poll() is None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def keep_off_cpu(cpu: int | None) -> int:
@@ -536,7 +543,10 @@ def libraries_for(libraries: list, cell: Cell) -> list:
 # =============================================================================================
 # Results
 def fmt_rate(x: float | None) -> str:
-    return "error" if x is None else f"{x:,.0f}"
+    if x is None:
+        return "error"
+    # Three significant digits below 100/s (16 MiB deflate echoes run at a few per second).
+    return f"{x:.3g}" if x < 100 else f"{x:,.0f}"
 
 
 def fmt_ratio(a: float | None, b: float | None) -> str:
@@ -578,7 +588,8 @@ def print_tables(
                 r = results[cell.key(name)]
                 med = r["median"]
                 mbs = f"{med * cell.size / 1e6:,.1f}" if med is not None else "-"
-                spread = f"{min(r['rates']):,.0f}-{max(r['rates']):,.0f}" if r["rates"] else "-"
+                rates = r["rates"]
+                spread = f"{fmt_rate(min(rates))}-{fmt_rate(max(rates))}" if rates else "-"
                 ratios = "".join(f"{fmt_ratio(med, meds[ref])} | " for ref in refs)
                 print(f"| {cell.size} | {name} | {fmt_rate(med)} | {mbs} | {ratios}{spread} |")
     sys.stdout.flush()

@@ -18,8 +18,8 @@ from typing import Any, Callable, NamedTuple
 
 from echo_harness import HOST, MAX_SIZE, CallbackRun, drive_async, is_uvloop
 
-# The zlib window both sides use when deflate is on: the largest, websockets' and aiohttp's
-# default (asyncws negotiates whatever the peer offers).
+# The zlib window aiohttp's client asks for when deflate is on: the largest, aiohttp's default.
+# (The other libraries are left at their own defaults: see benchmarks/README.md.)
 DEFLATE_WINDOW_BITS = 15
 
 

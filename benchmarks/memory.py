@@ -26,7 +26,6 @@ import asyncio
 import base64
 import json
 import os
-import resource
 import select
 import statistics
 import subprocess
@@ -42,13 +41,6 @@ from echo_libraries import DEFAULT_LIBRARIES, LIBRARIES  # noqa: E402
 ECHO = harness.ECHO_SCRIPT
 
 HOST = "127.0.0.1"
-
-
-def raise_nofile(n: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = n if hard == resource.RLIM_INFINITY else min(n, hard)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def vm_rss(pid: int) -> int:
@@ -106,7 +98,7 @@ async def client(port: int, n: int, websocket: bool, batch: int, hold: float) ->
 
 
 def client_main(a) -> None:
-    raise_nofile(a.connections + 256)
+    harness.raise_nofile(a.connections + 256)
     try:
         asyncio.run(client(a.port, a.connections, a.websocket, a.batch, a.hold))
     except BaseException as exc:  # noqa: BLE001
@@ -145,19 +137,6 @@ def wait_line(proc, timeout: float) -> str:
     return proc.stdout.readline().strip() if ready else ""
 
 
-def stop(proc) -> None:
-    if proc.poll() is None:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def measure(impl: str, args) -> dict[str, Any]:
     websocket = impl != "tcp"
     lifetime = 120 + args.settle
@@ -166,7 +145,7 @@ def measure(impl: str, args) -> dict[str, Any]:
         # Warm-up: a few connections opened and closed, so the first-use imports are loaded.
         warm = run_clients(port, 10, websocket, 10, 30)
         line = wait_line(warm, 30)
-        stop(warm)
+        harness.stop_process(warm, 10)
         if not line.startswith("OPEN"):
             return {"error": f"warm-up: {line or 'no answer'}"}
         time.sleep(args.settle)
@@ -180,7 +159,7 @@ def measure(impl: str, args) -> dict[str, Any]:
             time.sleep(args.settle)
             after = vm_rss(srv.pid)
         finally:
-            stop(cli)
+            harness.stop_process(cli, 10)
         return {
             "rss_before": before,
             "rss_after": after,
@@ -189,7 +168,7 @@ def measure(impl: str, args) -> dict[str, Any]:
             "bytes_per_conn": (after - before) / opened,
         }
     finally:
-        stop(srv)
+        harness.stop_process(srv, 10)
 
 
 def orchestrate(args) -> int:
@@ -281,7 +260,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.connections <= 10000 or not 1 <= args.rounds <= 20:
         p.error("--connections must be in [1, 10000] and --rounds in [1, 20]")
-    raise_nofile(args.connections + 256)
+    harness.raise_nofile(args.connections + 256)
     return orchestrate(args)
 
 
