@@ -15,6 +15,7 @@ Libraries (``--impl``; the server and the client of a row use the same library):
   tcp                the floor: an unframed TCP echo of the same bytes
   asyncws            asyncws with its Cython kernels (fails the row if they are not there)
   asyncws-pure       asyncws with ASYNCWS_NO_SPEEDUPS=1
+  asyncws-deflate1   asyncws compressing at zlib level 1, aiohttp's level; opt-in
   websockets         websockets.asyncio server/client
   aiohttp            web.WebSocketResponse server, ClientSession.ws_connect client
   picows             ws_create_server / ws_connect with WSListener callbacks (on aiofastnet's
@@ -23,8 +24,8 @@ Libraries (``--impl``; the server and the client of a row use the same library):
   picows-stdlib      picows forced onto asyncio's own transports (use_aiofastnet=False); opt-in
 
 Compression is off unless ``--deflate`` is given: then every library that negotiates
-permessage-deflate (asyncws, asyncws-pure, websockets, aiohttp, picows.websockets) runs with it
-on, on both sides, and the others are left out of those cells.
+permessage-deflate (asyncws, asyncws-pure, asyncws-deflate1, websockets, aiohttp,
+picows.websockets) runs with it on, on both sides, and the others are left out of those cells.
 
 ``--common-client picows`` keeps the server varying but always uses a picows client, which
 isolates the server's cost (the tcp row keeps its own tcp client as the floor).

@@ -4,7 +4,8 @@ Each ``Library`` says how to start that library's echo server (``serve(ssl_ctx, 
 ``(server, port)``) and how its client drives the load (``client(port, ssl_ctx, driver, kind,
 timeout, deflate)``, with the harness' ``drive_async`` or ``CallbackRun``), whether it can
 negotiate permessage-deflate, and what its processes need in their environment. Libraries:
-the plain TCP echo floor, asyncws (Cython kernels, and its pure-Python backend), websockets,
+the plain TCP echo floor, asyncws (Cython kernels, its pure-Python backend, and deflate at
+aiohttp's zlib level), websockets,
 aiohttp, picows (callback API, on aiofastnet as picows chooses by default; and opt-in on
 asyncio's own transports) and picows.websockets (picows' awaitable, websockets-compatible API).
 It must not time, pin, schedule or report anything: that is the harness' (``echo_harness``).
@@ -13,6 +14,7 @@ It must not time, pin, schedule or report anything: that is the harness' (``echo
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 from typing import Any, Callable, NamedTuple
 
@@ -174,7 +176,22 @@ async def client_tcp(port, ssl_ctx, drv, kind, timeout, deflate):
 
 # =============================================================================================
 # asyncws
-async def serve_asyncws(ssl_ctx, deflate):
+# aiohttp compresses at zlib level 1 (Z_BEST_SPEED); asyncws and websockets at zlib's default, 6.
+# The opt-in asyncws-deflate1 row is asyncws at aiohttp's level, to tell the level from the rest.
+AIOHTTP_DEFLATE_LEVEL = 1
+
+
+def asyncws_compression(deflate: bool, level: int | None):
+    if not deflate:
+        return None
+    if level is None:
+        return "deflate"
+    import asyncws
+
+    return asyncws.Deflate(level=level)
+
+
+async def serve_asyncws(ssl_ctx, deflate, level=None):
     import asyncws
 
     async def handler(ws):
@@ -186,15 +203,17 @@ async def serve_asyncws(ssl_ctx, deflate):
 
     server = await asyncws.start_server(
         handler, HOST, 0, max_size=MAX_SIZE, ssl=ssl_ctx,
-        compression="deflate" if deflate else None,
+        compression=asyncws_compression(deflate, level),
     )
     return server, server.sockets[0].getsockname()[1]
 
 
-async def client_asyncws(port, ssl_ctx, drv, kind, timeout, deflate):
+async def client_asyncws(port, ssl_ctx, drv, kind, timeout, deflate, level=None):
     import asyncws
 
-    kwargs: dict[str, Any] = {"max_size": MAX_SIZE, "compression": "deflate" if deflate else None}
+    kwargs: dict[str, Any] = {
+        "max_size": MAX_SIZE, "compression": asyncws_compression(deflate, level),
+    }
     if ssl_ctx is not None:
         kwargs["ssl"] = ssl_ctx
     ws = await asyncws.connect(f"{'wss' if ssl_ctx else 'ws'}://{HOST}:{port}/", **kwargs)
@@ -424,6 +443,10 @@ LIBRARIES = {
                 needs_speedups=True),
         Library("asyncws-pure", "asyncws", serve_asyncws, client_asyncws, deflate=True,
                 env={"ASYNCWS_NO_SPEEDUPS": "1"}),
+        Library("asyncws-deflate1", "asyncws",
+                functools.partial(serve_asyncws, level=AIOHTTP_DEFLATE_LEVEL),
+                functools.partial(client_asyncws, level=AIOHTTP_DEFLATE_LEVEL), deflate=True,
+                needs_speedups=True),
         Library("websockets", "websockets", serve_websockets, client_websockets, deflate=True),
         Library("aiohttp", "aiohttp", serve_aiohttp, client_aiohttp, deflate=True),
         Library("picows", "picows", serve_picows, client_picows, deflate=False),
@@ -433,5 +456,6 @@ LIBRARIES = {
                 deflate=False),
     )
 }
-# picows-stdlib (picows on asyncio's own transports instead of aiofastnet's) is opt-in.
-DEFAULT_LIBRARIES = [name for name in LIBRARIES if name != "picows-stdlib"]
+# Opt-in: picows-stdlib (picows on asyncio's own transports instead of aiofastnet's) and
+# asyncws-deflate1 (the same as asyncws unless deflate is on).
+DEFAULT_LIBRARIES = [n for n in LIBRARIES if n not in ("picows-stdlib", "asyncws-deflate1")]
