@@ -27,8 +27,15 @@ EARLIER = (
     "From an earlier run of the earlier scripts (asyncws at 84dc552, before issue 12); the "
     "command in its header still works with the current scripts."
 )
+ISSUE_12_RUN = (
+    "Run on branch `bench` for issue 12, once, with short cells. asyncws itself is main's "
+    "72a91fd: `asyncws_git` names the branch commit, `-dirty` because README files were being "
+    "edited during the run, not asyncws/."
+)
 # Notes to print above a section.
 NOTES = {
+    "echo-matrix.md": ISSUE_12_RUN,
+    "echo-deflate.md": ISSUE_12_RUN,
     "echo-uvloop-text.md": EARLIER,
     "echo-uvloop-large.md": EARLIER,
     "echo-common-client-picows.md": EARLIER,
@@ -124,8 +131,9 @@ def main():
         out += [
             "### Summary: 256 B, binary, every loop and transport",
             "",
-            "Medians copied from the main matrix below (same run): only ratios within a row "
-            "mean anything.",
+            "Medians copied from the main matrix below (the same run: its command is in that "
+            "table's header, the spread of each median in its min-max column): only ratios "
+            "within a row mean anything.",
             "",
             *summary,
         ]
