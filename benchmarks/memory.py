@@ -26,7 +26,6 @@ import asyncio
 import base64
 import json
 import os
-import resource
 import select
 import statistics
 import subprocess
@@ -35,18 +34,13 @@ import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ECHO = os.path.join(HERE, "echo.py")
 sys.path.insert(0, HERE)
-import echo  # noqa: E402  (for the implementation list, env and machine description)
+import echo_harness as harness  # noqa: E402  (env, machine description, ratios)
+from echo_libraries import DEFAULT_LIBRARIES, LIBRARIES  # noqa: E402
+
+ECHO = harness.ECHO_SCRIPT
 
 HOST = "127.0.0.1"
-
-
-def raise_nofile(n: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = n if hard == resource.RLIM_INFINITY else min(n, hard)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def vm_rss(pid: int) -> int:
@@ -104,7 +98,7 @@ async def client(port: int, n: int, websocket: bool, batch: int, hold: float) ->
 
 
 def client_main(a) -> None:
-    raise_nofile(a.connections + 256)
+    harness.raise_nofile(a.connections + 256)
     try:
         asyncio.run(client(a.port, a.connections, a.websocket, a.batch, a.hold))
     except BaseException as exc:  # noqa: BLE001
@@ -119,7 +113,7 @@ def start_server(impl: str, lifetime: float):
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=echo.impl_env(impl),
+        env=harness.library_env(LIBRARIES[impl], None),
         text=True,
     )
     ready, _, _ = select.select([srv.stdout], [], [], 30)
@@ -143,19 +137,6 @@ def wait_line(proc, timeout: float) -> str:
     return proc.stdout.readline().strip() if ready else ""
 
 
-def stop(proc) -> None:
-    if proc.poll() is None:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def measure(impl: str, args) -> dict[str, Any]:
     websocket = impl != "tcp"
     lifetime = 120 + args.settle
@@ -164,7 +145,7 @@ def measure(impl: str, args) -> dict[str, Any]:
         # Warm-up: a few connections opened and closed, so the first-use imports are loaded.
         warm = run_clients(port, 10, websocket, 10, 30)
         line = wait_line(warm, 30)
-        stop(warm)
+        harness.stop_process(warm, 10)
         if not line.startswith("OPEN"):
             return {"error": f"warm-up: {line or 'no answer'}"}
         time.sleep(args.settle)
@@ -178,7 +159,7 @@ def measure(impl: str, args) -> dict[str, Any]:
             time.sleep(args.settle)
             after = vm_rss(srv.pid)
         finally:
-            stop(cli)
+            harness.stop_process(cli, 10)
         return {
             "rss_before": before,
             "rss_after": after,
@@ -187,12 +168,12 @@ def measure(impl: str, args) -> dict[str, Any]:
             "bytes_per_conn": (after - before) / opened,
         }
     finally:
-        stop(srv)
+        harness.stop_process(srv, 10)
 
 
 def orchestrate(args) -> int:
-    impls = [i.strip() for i in args.impl.split(",")] if args.impl else list(echo.DEFAULT_IMPLS)
-    impls = [i for i in impls if echo.available(i)]
+    impls = [i.strip() for i in args.impl.split(",")] if args.impl else list(DEFAULT_LIBRARIES)
+    impls = [i for i in impls if LIBRARIES[i].available()]
     results: dict[str, dict[str, Any]] = {i: {"impl": i, "rounds": [], "errors": []} for i in impls}
     t0 = time.time()
     for rnd in range(args.rounds):
@@ -213,8 +194,8 @@ def orchestrate(args) -> int:
         )
 
     print(f"# memory benchmark: {' '.join(sys.argv)}")
-    print(f"# {echo.machine_line()}")
-    print(f"# versions: {json.dumps(echo.versions())}")
+    print(f"# {harness.machine_line()}")
+    print(f"# versions: {json.dumps(harness.versions())}")
     print(f"# wall time {time.time() - t0:.0f}s")
     print()
     print(
@@ -235,7 +216,7 @@ def orchestrate(args) -> int:
         per = [x["bytes_per_conn"] for x in r["rounds"]]
         print(
             f"| {impl} | {r['median_rss_before'] / 2**20:.1f} | {m:,.0f} | "
-            f"{echo.fmt_ratio(m, ref_tcp)} | {echo.fmt_ratio(m, ref_picows)} | "
+            f"{harness.fmt_ratio(m, ref_tcp)} | {harness.fmt_ratio(m, ref_picows)} | "
             f"{min(per):,.0f}-{max(per):,.0f} |"
         )
     if args.json:
@@ -243,8 +224,8 @@ def orchestrate(args) -> int:
             json.dump(
                 {
                     "argv": sys.argv,
-                    "machine": echo.machine_info(),
-                    "versions": echo.versions(),
+                    "machine": harness.machine_info(),
+                    "versions": harness.versions(),
                     "results": list(results.values()),
                 },
                 f,
@@ -269,7 +250,7 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("--impl", help=f"comma-separated subset of {','.join(echo.ALL_IMPLS)}")
+    p.add_argument("--impl", help=f"comma-separated subset of {','.join(LIBRARIES)}")
     p.add_argument("--connections", type=int, default=1000)
     p.add_argument("--batch", type=int, default=50, help="connections opened concurrently")
     p.add_argument("--rounds", type=int, default=3)
@@ -279,7 +260,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.connections <= 10000 or not 1 <= args.rounds <= 20:
         p.error("--connections must be in [1, 10000] and --rounds in [1, 20]")
-    raise_nofile(args.connections + 256)
+    harness.raise_nofile(args.connections + 256)
     return orchestrate(args)
 
 

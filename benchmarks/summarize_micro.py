@@ -1,8 +1,13 @@
 #!/usr/bin/env python
 """Turn a pytest-benchmark JSON file into compact markdown tables with ratios.
 
-  python -m pytest benchmarks/ --benchmark-only --benchmark-json=micro.json
-  python benchmarks/summarize_micro.py micro.json
+  mkdir -p benchmarks/results/raw
+  python -m pytest benchmarks/ --benchmark-only --benchmark-json=benchmarks/results/raw/micro.json
+  python benchmarks/summarize_micro.py benchmarks/results/raw/micro.json \
+      > benchmarks/results/micro.md
+
+The raw dump (tens of MB) stays out of git (benchmarks/results/raw/ is ignored); the summary is
+what is kept.
 
 One table per benchmark group; each row gives the median time, the derived rate and the ratio
 of its median to the asyncws speedups row of the same group (> 1 means slower than asyncws).
