@@ -271,7 +271,6 @@ class Websocket(MessagePump, asyncio.Protocol):
     def _handle_events(self, delivered: bool) -> None:
         """What receive_data produced besides messages: replies, pongs, failure, closing."""
         core = self._core
-        core.attention = False
         if core.outgoing:
             self._write_bytes(core.data_to_send())
             if self._write_paused:

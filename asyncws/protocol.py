@@ -73,7 +73,6 @@ class Protocol:
         "close_received",
         "failure",
         "pending_failure",
-        "attention",
         "outgoing",
         "pongs",
         "reader",
@@ -93,11 +92,9 @@ class Protocol:
         self.state = OPEN
         # permessage-deflate (RFC 7692) when negotiated.
         self.deflate = deflate
-        # Whether a message may be framed directly (open, nothing to compress): the asyncio
-        # layer's one test before its fast path; cleared when the state leaves OPEN.
-        self.send_fast = deflate is None
         # None, or (while a fragmented message is being sent) whether it is text.
         self.fragmenting: bool | None = None
+        self._update_send_fast()
         self._pieces_decoder: codecs.IncrementalDecoder | None = None
         # What ended the connection: the peer's close code, ours when we failed it, 1006 when
         # the stream ended without a Close. None while open.
@@ -109,10 +106,6 @@ class Protocol:
         self.failure: tuple[int, str] | None = None
         # A violation received after messages not yet consumed; see fail_pending().
         self.pending_failure: tuple[int, str] | None = None
-        # Set when receive_data produced more than messages (something to send, pongs, a
-        # failure or a state change); the caller clears it after looking. One flag to test
-        # keeps the message-only path cheap.
-        self.attention = False
         self.outgoing: list[bytes] = []
         self.pongs: list[bytes] = []
         # Section 5.1: a server reads masked frames, a client unmasked ones.
@@ -120,12 +113,18 @@ class Protocol:
 
     # -- receiving -----------------------------------------------------------------------------
 
+    def _update_send_fast(self) -> None:
+        """``send_fast``: whether a message may be framed directly, the asyncio layer's one
+        test before its fast path. Defined here only: open, nothing to compress, no fragmented
+        message on its way. Called on every change of what it depends on."""
+        self.send_fast = self.state == OPEN and self.deflate is None and self.fragmenting is None
+
     def receive_data(self, data: bytes) -> list[Message]:
         """Feed received bytes; return the messages they complete, in order.
 
-        This is ``reader.feed`` followed by ``process`` when the reader flags ``attention``; a
-        caller on the hot path may make those two steps itself and save a call.
-        """
+        This is ``reader.feed`` followed by ``process`` when the reader flags ``attention``:
+        the per-message pump makes those two steps itself, so that a chunk of messages only
+        costs the reader's call."""
         reader = self.reader
         items = reader.feed(data)
         if reader.attention:
@@ -135,7 +134,6 @@ class Protocol:
     def process(self, items: list) -> list[Message]:  # type: ignore[type-arg]
         """Act on what ``reader.feed`` returned with ``reader.attention`` set: answer pings,
         record pongs, handle a Close, hold a violation; return the messages alone."""
-        self.attention = True
         messages: list[Message] = []
         for index, item in enumerate(items):
             if type(item) is not tuple:
@@ -214,14 +212,14 @@ class Protocol:
             self.outgoing.append(build_frame(OP_CLOSE, payload, self.is_client))
             self.close_sent = True
         self.state = CLOSED
-        self.send_fast = False
+        self._update_send_fast()
 
     def receive_eof(self) -> None:
         """The stream ended (TCP closed or lost)."""
         if self.close_code is None:
             self.close_code = CLOSE_ABNORMAL
         self.state = CLOSED
-        self.send_fast = False
+        self._update_send_fast()
 
     def fail(self, code: int, reason: str) -> None:
         """Fail the connection (section 7.1.7): send a Close with ``code`` unless one was sent."""
@@ -238,7 +236,7 @@ class Protocol:
             self.outgoing.append(build_frame(OP_CLOSE, payload, self.is_client))
             self.close_sent = True
         self.state = CLOSED
-        self.send_fast = False
+        self._update_send_fast()
 
     def fail_pending(self) -> None:
         """Fail the connection for the violation held in ``pending_failure``.
@@ -294,7 +292,7 @@ class Protocol:
                 raise RuntimeError("a fragmented message is being sent on this connection")
             opcode = OP_TEXT if is_text else OP_BINARY
             self.fragmenting = is_text
-            self.send_fast = False
+            self._update_send_fast()
         else:
             if is_text is not self.fragmenting:
                 raise TypeError("the pieces of a fragmented message must all be str or bytes")
@@ -311,7 +309,7 @@ class Protocol:
                 opcode |= 0x40  # RSV1 on the first frame only (RFC 7692 section 6.1)
         if fin:
             self.fragmenting = None
-            self.send_fast = self.deflate is None
+            self._update_send_fast()
         return build_frame(opcode, payload, self.is_client, fin)
 
     def _compressed_frame(self, opcode: int, data: bytes) -> bytes:
@@ -340,7 +338,7 @@ class Protocol:
             raise self._closed_error()
         self.close_sent = True
         self.state = CLOSING
-        self.send_fast = False
+        self._update_send_fast()
         return build_frame(OP_CLOSE, payload, self.is_client)
 
 
