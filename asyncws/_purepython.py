@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import os
 from collections.abc import Coroutine, Generator
+from threading import get_ident
 from typing import Any, Union
 
 __all__ = [
@@ -450,26 +451,28 @@ class FrameReader:
 
 class _MaskKeys:
     """Masking keys from the OS's CSPRNG (section 10.3 wants them unpredictable), drawn 1 KiB at a
-    time so that a frame costs a slice, not a system call."""
+    time so that a frame costs a ``list.pop``, not a system call. ``list.pop`` is atomic with or
+    without the GIL, so two threads never take the same key; a thread that finds the list empty
+    installs a fresh one (a racing thread may install another: no key is handed out twice)."""
 
-    __slots__ = ("_pool", "_pos")
+    __slots__ = ("_keys",)
 
     def __init__(self) -> None:
-        self._pool = b""
-        self._pos = 0
+        self._keys: list[bytes] = []
 
     def next(self) -> bytes:
-        pos = self._pos
-        if pos + 4 > len(self._pool):
-            self._pool = os.urandom(1024)
-            pos = 0
-        self._pos = pos + 4
-        return self._pool[pos : pos + 4]
+        try:
+            return self._keys.pop()
+        except IndexError:
+            pool = os.urandom(1024)
+            fresh = [pool[i : i + 4] for i in range(0, 1024, 4)]
+            key = fresh.pop()
+            self._keys = fresh
+            return key
 
     def forget(self) -> None:
         # A forked child must not reuse the keys its parent will also use.
-        self._pool = b""
-        self._pos = 0
+        self._keys = []
 
 
 _mask_keys = _MaskKeys()
@@ -598,6 +601,13 @@ _CLOSED = Receiving()
 _END_OF_ITERATION = Receiving(end_iteration=True)
 
 
+def _wrong_thread(owner: int, current: int) -> str:
+    return (
+        f"this connection belongs to the event loop of thread {owner} and was used from "
+        f"thread {current}: call it from that loop, e.g. with "
+        f"asyncio.run_coroutine_threadsafe(coro, loop) where coro awaits ws.send(...)")
+
+
 class MessagePump:
     """The per-message path of an open connection, as the base of ``connection.Websocket``.
 
@@ -634,6 +644,7 @@ class MessagePump:
         "_pending_size",
         "_reading_direct",
         "_switch_reads",
+        "_owner_thread",
     )
 
     _transport: Any
@@ -661,8 +672,11 @@ class MessagePump:
     # Reading through data_received, tell the subclass when a payload spans reads
     # (_large_payload_started), so that it can switch the transport to direct reads.
     _switch_reads: bool
+    # The thread of the event loop this connection belongs to (see _check_thread).
+    _owner_thread: int
 
     def __init__(self) -> None:
+        self._owner_thread = get_ident()
         self._corked = False
         self._uncork_scheduled = False
         self._pending = None
@@ -685,6 +699,8 @@ class MessagePump:
         # the awaitable returned is a small Receiving, which hands over the message or, when
         # there is none yet, awaits the waiter future directly. ``iterating`` (__anext__) ends
         # with StopAsyncIteration where recv() returns None.
+        if get_ident() != self._owner_thread:
+            self._check_thread()
         queue = self._queue
         if queue:
             received = Receiving(queue.popleft())
@@ -725,6 +741,8 @@ class MessagePump:
         # Not a coroutine function: a small message is written here, at the call, and what
         # comes back is a shared, already finished awaitable, so the common case allocates no
         # coroutine. Whatever may have to wait returns a real coroutine.
+        if get_ident() != self._owner_thread:
+            self._check_thread()
         kind = type(data)
         if (kind is bytes or kind is str) and len(data) < LARGE_PAYLOAD and self._core.send_fast:
             frame = build_frame(0x1 if kind is str else 0x2, data, self._mask_frames)
@@ -817,12 +835,24 @@ class MessagePump:
 
     def _write_held(self) -> None:
         """Write the frames held for coalescing, if any."""
+        if get_ident() != self._owner_thread:
+            self._check_thread()
         self._write_pending()
 
     def _write_bytes(self, data: bytes) -> None:
         """Write ``data`` to the transport after any frames held for coalescing."""
+        if get_ident() != self._owner_thread:
+            self._check_thread()
         self._write_pending()
         self._transport.write(data)
+
+    def _check_thread(self) -> None:
+        """Raise RuntimeError unless called on the thread of this connection's event loop:
+        its transport, loop and buffers are not thread-safe (asyncio's rule for its own
+        objects), and on a free-threaded build a call from another thread would race them."""
+        current = get_ident()
+        if current != self._owner_thread:
+            raise RuntimeError(_wrong_thread(self._owner_thread, current))
 
     def _enqueue(self, msgs: list[Any]) -> None:
         queue = self._queue

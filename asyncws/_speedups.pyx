@@ -1,4 +1,29 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: freethreading_compatible = True
+#
+# Free-threading audit (issue 14): this extension runs without the GIL on a free-threaded
+# CPython (3.14t, 3.15t) because every piece of state shared between threads, in both kernels
+# and in the Python modules above them, is per-thread, immutable or guarded:
+# - masking-key pool (_keys/_keys_pos here, _MaskKeys in _purepython): guarded here (a PyMutex,
+#   compiled in only where there is no GIL; the GIL guards it elsewhere), per-thread there
+#   (threading.local); the fork handler empties the forking thread's pool and resets the mutex.
+# - _SENT, _CLOSED, _END_OF_ITERATION (the shared finished awaitables): immutable after import.
+# - Receiving's freelist: Cython compiles freelists out of free-threaded builds.
+# - constants (_NO_LIMIT, LARGE_PAYLOAD, PAUSE_QUEUE, DIRECT_READ_MIN; _XOR_TABLES in
+#   _purepython; frames/handshake/deflate/client/server tables): immutable after import.
+# - Coroutine.register(Sent/Receiving), os.register_at_fork: done once, at import.
+# - FrameReader, Utf8Validator, MessagePump, protocol.Protocol, deflate.Deflate (zlib streams):
+#   per connection, and a connection belongs to the thread of its event loop: MessagePump
+#   records that thread and send(), recv(), close(), ping(), pong() and every write raise
+#   RuntimeError from any other thread.
+# - connection._read_buffer (the read buffer the connections of a thread share): per-thread
+#   (threading.local), filled and parsed within one callback on that thread.
+# - _kernels.HAS_SPEEDUPS/BACKEND and the ASYNCWS_NO_SPEEDUPS switch: read once, at import.
+# - logging.getLogger("asyncws") in connection/client/server: logging locks its handlers;
+#   asyncws configures no handler and sets no level.
+# - connection.Settings, server._ServerConfig (its sets of connections, tasks, handshakes):
+#   per server or connect() call, used on its loop's thread only.
+# - cli.py: its stdin thread reaches the loop only through call_soon_threadsafe.
 """The framing kernels in Cython: masking, UTF-8 validation, frame parsing and building.
 
 This module holds ``apply_mask``, ``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``,
@@ -31,6 +56,7 @@ from cpython.bytes cimport (
 )
 from cpython.exc cimport PyErr_SetObject
 from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -767,24 +793,56 @@ cdef class FrameReader:
 # Frame building (section 5.2)
 
 # Masking keys from the OS's CSPRNG (section 10.3 wants them unpredictable), drawn 1 KiB at a
-# time so that a frame costs 4 bytes of a buffer, not a system call.
+# time so that a frame costs 4 bytes of a buffer, not a system call. The pool is shared by all
+# threads: the GIL guards it where there is one, a mutex on a free-threaded build (two threads
+# must never take the same key, nor read past the pool while another draws a new one).
+cdef extern from *:
+    """
+    #ifdef Py_GIL_DISABLED
+    static PyMutex asyncws_keys_mutex;
+    static void asyncws_keys_lock(void) { PyMutex_Lock(&asyncws_keys_mutex); }
+    static void asyncws_keys_unlock(void) { PyMutex_Unlock(&asyncws_keys_mutex); }
+    static void asyncws_keys_lock_reset(void) {
+        memset(&asyncws_keys_mutex, 0, sizeof(asyncws_keys_mutex));
+    }
+    #else
+    #define asyncws_keys_lock()
+    #define asyncws_keys_unlock()
+    #define asyncws_keys_lock_reset()
+    #endif
+    """
+    void _keys_lock "asyncws_keys_lock"() noexcept nogil
+    void _keys_unlock "asyncws_keys_unlock"() noexcept nogil
+    void _keys_lock_reset "asyncws_keys_lock_reset"() noexcept nogil
+
 cdef unsigned char _keys[1024]
 cdef Py_ssize_t _keys_pos = 1024
 
 
 cdef inline void _next_key(unsigned char* dst) except *:
     global _keys_pos
-    if _keys_pos + 4 > 1024:
-        pool = os.urandom(1024)
-        memcpy(_keys, PyBytes_AS_STRING(pool), 1024)
-        _keys_pos = 0
-    memcpy(dst, _keys + _keys_pos, 4)
-    _keys_pos += 4
+    _keys_lock()
+    if _keys_pos + 4 <= 1024:
+        memcpy(dst, _keys + _keys_pos, 4)
+        _keys_pos += 4
+        _keys_unlock()
+        return
+    _keys_unlock()
+    # Drawn without the lock held (it calls Python); a thread that also found the pool empty
+    # meanwhile refills it too, with other random bytes: no key is handed out twice.
+    pool = os.urandom(1024)
+    _keys_lock()
+    memcpy(_keys, PyBytes_AS_STRING(pool), 1024)
+    memcpy(dst, _keys, 4)
+    _keys_pos = 4
+    _keys_unlock()
 
 
 def _forget_keys():
-    # A forked child must not reuse the keys its parent will also use.
+    # A forked child must not reuse the keys its parent will also use. It has only the thread
+    # that forked: a mutex another thread held at the fork is released, not waited on forever.
     global _keys_pos
+    _keys_lock_reset()
     _keys_pos = 1024
 
 
@@ -970,6 +1028,13 @@ cdef Receiving _END_OF_ITERATION = Receiving()
 _END_OF_ITERATION._end_iteration = True
 
 
+def _wrong_thread(owner, current):
+    return (
+        f"this connection belongs to the event loop of thread {owner} and was used from "
+        f"thread {current}: call it from that loop, e.g. with "
+        f"asyncio.run_coroutine_threadsafe(coro, loop) where coro awaits ws.send(...)")
+
+
 cdef class MessagePump:
     """The per-message path of an open connection, as the base of ``connection.Websocket``.
 
@@ -1011,8 +1076,11 @@ cdef class MessagePump:
     # Reading through data_received, tell the subclass when a payload spans reads
     # (_large_payload_started), so that it can switch the transport to direct reads.
     cdef public bint _switch_reads
+    # The thread of the event loop this connection belongs to (see _check_thread).
+    cdef unsigned long _owner_thread
 
     def __init__(self):
+        self._owner_thread = PyThread_get_thread_ident()
         self._corked = False
         self._uncork_scheduled = False
         self._pending = None
@@ -1036,6 +1104,8 @@ cdef class MessagePump:
         # there is none yet, awaits the waiter future directly. ``iterating`` (__anext__) ends
         # with StopAsyncIteration where recv() returns None.
         cdef Receiving received
+        if PyThread_get_thread_ident() != self._owner_thread:
+            self._check_thread()
         queue = self._queue
         if queue:
             received = Receiving.__new__(Receiving)
@@ -1079,6 +1149,8 @@ cdef class MessagePump:
         # Not a coroutine function: a small message is written here, at the call, and what
         # comes back is a shared, already finished awaitable, so the common case allocates no
         # coroutine. Whatever may have to wait returns a real coroutine.
+        if PyThread_get_thread_ident() != self._owner_thread:
+            self._check_thread()
         kind = type(data)
         if ((kind is bytes or kind is str) and len(data) < _LARGE_PAYLOAD
                 and self._core.send_fast):
@@ -1175,12 +1247,24 @@ cdef class MessagePump:
 
     def _write_held(self):
         """Write the frames held for coalescing, if any."""
+        if PyThread_get_thread_ident() != self._owner_thread:
+            self._check_thread()
         self._write_pending()
 
     def _write_bytes(self, data):
         """Write ``data`` to the transport after any frames held for coalescing."""
+        if PyThread_get_thread_ident() != self._owner_thread:
+            self._check_thread()
         self._write_pending()
         self._transport.write(data)
+
+    def _check_thread(self):
+        """Raise RuntimeError unless called on the thread of this connection's event loop:
+        its transport, loop and buffers are not thread-safe (asyncio's rule for its own
+        objects), and on a free-threaded build a call from another thread would race them."""
+        cdef unsigned long current = PyThread_get_thread_ident()
+        if current != self._owner_thread:
+            raise RuntimeError(_wrong_thread(self._owner_thread, current))
 
     def _enqueue(self, list msgs):
         self._push(msgs)

@@ -415,3 +415,45 @@ def test_multiprocess_example(tmp_path: Path) -> None:
         except (ProcessLookupError, PermissionError):
             pass
         proc.communicate(timeout=TIMEOUT)
+
+
+# -- the deployment page: several threads on one port, one event loop each -------------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows has no SO_REUSEPORT")
+def test_multithread_example() -> None:
+    script = DOCS / "examples" / "multithread_server.py"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--threads", "2", "127.0.0.1", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        gil_line, *started = read_lines(proc, 3)
+        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+        assert gil_line.startswith("GIL enabled" if gil else "free-threaded"), gil_line
+        assert len(started) == 2 and all("serving on" in line for line in started), started
+        workers = {line.split()[0] for line in started}
+        assert workers == {"worker-0", "worker-1"}
+
+        async def clients() -> int:
+            for i in range(6):
+                async with asyncws.connect(f"ws://127.0.0.1:{port}/") as ws:
+                    await ws.send(f"m{i}")
+                    assert await ws.recv() == f"m{i}"
+                    assert ws.response is not None
+                    assert ws.response.headers["X-Worker-Thread"] in workers
+            ws = await asyncws.connect(f"ws://127.0.0.1:{port}/")
+            proc.send_signal(signal.SIGTERM)  # every thread closes its connections with 1001
+            assert await ws.recv() is None
+            return ws.close_code or 0
+
+        assert asyncio.run(asyncio.wait_for(clients(), TIMEOUT)) == 1001
+        proc.wait(TIMEOUT)
+        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=TIMEOUT)
