@@ -1,29 +1,34 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: freethreading_compatible = True
 #
-# Free-threading audit (issue 14): this extension runs without the GIL on a free-threaded
-# CPython (3.14t, 3.15t) because every piece of state shared between threads, in both kernels
-# and in the Python modules above them, is per-thread, immutable or guarded:
-# - masking-key pool (_keys/_keys_pos here, _MaskKeys in _purepython): guarded here (a PyMutex,
-#   compiled in only where there is no GIL; the GIL guards it elsewhere), per-thread there
-#   (threading.local); the fork handler empties the forking thread's pool and resets the mutex.
+# Free-threading audit (issue 14). The directive above keeps the GIL off when a free-threaded
+# CPython (3.14t, 3.15t) imports this module; it holds because every piece of state that
+# threads could share, here, in the pure twin and in the Python modules, is one of these:
+# - masking-key pool (_keys, _keys_pos): guarded: a PyMutex on free-threaded builds (compiled
+#   out elsewhere: the GIL guards it); the pure twin's _MaskKeys pops from a list (atomic).
+# - fork handling (os.register_at_fork, _forget_keys / _MaskKeys.forget): guarded: the child
+#   drops the pool it shares with its parent and resets the mutex a dead thread may hold.
 # - _SENT, _CLOSED, _END_OF_ITERATION (the shared finished awaitables): immutable after import.
-# - Receiving's freelist: Cython compiles freelists out of free-threaded builds.
-# - constants (_NO_LIMIT, LARGE_PAYLOAD, PAUSE_QUEUE, DIRECT_READ_MIN; _XOR_TABLES in
-#   _purepython; frames/handshake/deflate/client/server tables): immutable after import.
-# - Coroutine.register(Sent/Receiving), os.register_at_fork: done once, at import.
-# - FrameReader, Utf8Validator, MessagePump, protocol.Protocol, deflate.Deflate (zlib streams):
-#   per connection, and a connection belongs to the thread of its event loop: MessagePump
-#   records that thread and send(), recv(), close(), ping(), pong() and every write raise
-#   RuntimeError from any other thread.
-# - connection._read_buffer (the read buffer the connections of a thread share): per-thread
-#   (threading.local), filled and parsed within one callback on that thread.
-# - _kernels.HAS_SPEEDUPS/BACKEND and the ASYNCWS_NO_SPEEDUPS switch: read once, at import.
-# - logging.getLogger("asyncws") in connection/client/server: logging locks its handlers;
-#   asyncws configures no handler and sets no level.
-# - connection.Settings, server._ServerConfig (its sets of connections, tasks, handshakes):
-#   per server or connect() call, used on its loop's thread only.
-# - cli.py: its stdin thread reaches the loop only through call_soon_threadsafe.
+# - Receiving's @cython.freelist: per-thread by absence: Cython compiles freelists out of
+#   free-threaded builds.
+# - module constants (_NO_LIMIT, LARGE_PAYLOAD, PAUSE_QUEUE, DIRECT_READ_MIN; the pure twin's
+#   _XOR_TABLES; the tables of frames, handshake, deflate, client, server): immutable.
+# - Coroutine.register(Sent / Receiving), the fork handler's registration: once, at import.
+# - FrameReader, Utf8Validator, MessagePump and, above them, protocol.Protocol, the zlib
+#   streams of deflate.PerMessageDeflate, connection._DirectReads: per connection, and a
+#   connection is per-thread: MessagePump records its loop's thread and send(), recv(), the
+#   writes, close(), ping(), pong(), recv_streaming() and broadcast() raise RuntimeError on
+#   any other thread, before they write or change the protocol's state.
+# - connection._read_buffer (the read buffer a thread's connections share): per-thread
+#   (threading.local); it is filled and parsed within one transport callback.
+# - _kernels (HAS_SPEEDUPS, BACKEND, ASYNCWS_NO_SPEEDUPS): read once, at import: immutable.
+# - logging: the "asyncws" logger objects are immutable references, logging locks its own
+#   handlers, and asyncws adds no handler and sets no level.
+# - connection.Settings, deflate.Deflate (options), server._ServerConfig (with its sets of
+#   connections, tasks and handshakes): per server or connect() call, used on its loop's thread;
+#   the options are never written after construction.
+# - cli.py: its stdin thread reaches the event loop only through call_soon_threadsafe.
+
 """The framing kernels in Cython: masking, UTF-8 validation, frame parsing and building.
 
 This module holds ``apply_mask``, ``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``,
