@@ -12,10 +12,12 @@
 # - Receiving's @cython.freelist: per-thread by absence: Cython compiles freelists out of
 #   free-threaded builds.
 # - module constants (_NO_LIMIT, LARGE_PAYLOAD, PAUSE_QUEUE, DIRECT_READ_MIN; the pure twin's
-#   _XOR_TABLES; the tables of frames, handshake, deflate, client, server): immutable.
+#   _XOR_TABLES; the tables and compiled regular expressions of frames, handshake, deflate,
+#   client, server, cli): immutable.
 # - Coroutine.register(Sent / Receiving), the fork handler's registration: once, at import.
 # - FrameReader, Utf8Validator, MessagePump and, above them, protocol.Protocol, the zlib
-#   streams of deflate.PerMessageDeflate, connection._DirectReads: per connection, and a
+#   streams of deflate.PerMessageDeflate, connection._DirectReads, the handshake protocols
+#   (ServerHandshake, ClientHandshake, HeadReader): per connection, and a
 #   connection is per-thread: MessagePump records its loop's thread and send(), recv(), the
 #   writes, close(), ping(), pong(), recv_streaming() and broadcast() raise RuntimeError on
 #   any other thread, before they write or change the protocol's state.
