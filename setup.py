@@ -7,11 +7,15 @@ pure-Python kernels, saying so in a warning.
 """
 
 import os
+import re
 import sys
 import warnings
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+# Keep in step with [build-system] requires in pyproject.toml: 3.1 added free-threading support.
+MIN_CYTHON = (3, 1)
 
 
 class OptionalBuildExt(build_ext):
@@ -46,9 +50,22 @@ def extensions() -> list:
     if os.environ.get("ASYNCWS_NO_EXTENSION") == "1":
         return []
     try:
+        from Cython import __version__ as cython_version
         from Cython.Build import cythonize
     except ImportError:
         print("WARNING: asyncws: Cython is not installed; no C extension.", file=sys.stderr)
+        return []
+    if tuple(int(part) for part in re.findall(r"\d+", cython_version)[:2]) < MIN_CYTHON:
+        # Older Cython ignores the freethreading_compatible directive (a free-threaded
+        # interpreter would turn the GIL back on to import the extension) and cannot build for
+        # free-threaded CPython at all.
+        msg = (
+            f"asyncws: Cython {cython_version} is too old, {'.'.join(map(str, MIN_CYTHON))} "
+            "or newer is needed; no C extension."
+        )
+        if os.environ.get("ASYNCWS_REQUIRE_EXTENSION") == "1":
+            raise RuntimeError(msg)
+        print("WARNING: " + msg, file=sys.stderr)
         return []
     compile_args = [] if sys.platform == "win32" else ["-O3"]
     kernels = Extension(

@@ -1,5 +1,6 @@
-# cython: annotation_typing=False
-# (The annotations are for the type checker; _pump_c.pxd gives the compiled types.)
+# cython: annotation_typing=False, freethreading_compatible=True
+# (The annotations are for the type checker; _pump_c.pxd gives the compiled types. The
+# free-threading audit is in _speedups.pyx, and covers this module.)
 """The per-message path of an open connection, written once: ``MessagePump``, the base of
 ``connection.Websocket``, with ``Sent`` and ``Receiving``, the awaitables ``send()`` and
 ``recv()`` return.
@@ -29,9 +30,11 @@ except ImportError:  # Cython is not installed: this module can only run uncompi
     globals()["cython"] = SimpleNamespace(compiled=False)
 
 if not cython.compiled:
-    # Compiled, the frame reader and _frame_of are the C kernels', and _await_iter and
-    # _stop_iteration_with are C (all declared in _pump_c.pxd); run as it is, this module is
-    # the pure-Python backend's pump and takes the pure-Python kernels.
+    # Compiled, _frame_of is the C kernels', and _await_iter, _stop_iteration_with and
+    # PyThread_get_thread_ident are C (all declared in _pump_c.pxd); run as it is, this module
+    # is the pure-Python backend's pump and takes the pure-Python kernels.
+    from threading import get_ident as PyThread_get_thread_ident
+
     from ._purepython import build_frame as _frame_of
 
     def _await_iter(future: Any) -> Any:
@@ -203,12 +206,15 @@ class MessagePump:
         "_pending_size",
         "_reading_direct",
         "_switch_reads",
+        "_owner_thread",
     )
 
     def __init__(
         self, transport: Any, loop: Any, core: Any, read_buffer: Any, max_queue: int,
         switch_reads: bool,
     ) -> None:
+        # The thread of the event loop this connection belongs to (see _check_thread).
+        self._owner_thread = PyThread_get_thread_ident()
         self._transport = transport
         self._loop = loop
         # The sans-I/O protocol (``protocol.Protocol``) and its frame reader, which the hot
@@ -258,6 +264,8 @@ class MessagePump:
         # the awaitable returned is a small Receiving, which hands over the message or, when
         # there is none yet, awaits the waiter future directly. ``iterating`` (__anext__) ends
         # with StopAsyncIteration where recv() returns None.
+        if PyThread_get_thread_ident() != self._owner_thread:
+            self._check_thread()
         queue = self._queue
         if queue:
             received = _receiving(queue.popleft(), None)
@@ -298,6 +306,8 @@ class MessagePump:
         # Not a coroutine function: a small message is written here, at the call, and what
         # comes back is a shared, already finished awaitable, so the common case allocates no
         # coroutine. Whatever may have to wait returns a real coroutine.
+        if PyThread_get_thread_ident() != self._owner_thread:
+            self._check_thread()
         kind = type(data)
         if (kind is bytes or kind is str) and len(data) < _LARGE and self._core.send_fast:
             frame = _frame_of(0x1 if kind is str else 0x2, data, self._mask_frames, True)
@@ -411,12 +421,28 @@ class MessagePump:
 
     def _write_held(self) -> None:
         """Write the frames held for coalescing, if any."""
+        if PyThread_get_thread_ident() != self._owner_thread:
+            self._check_thread()
         self._write_pending()
 
     def _write_bytes(self, data: bytes) -> None:
         """Write ``data`` to the transport after any frames held for coalescing."""
+        if PyThread_get_thread_ident() != self._owner_thread:
+            self._check_thread()
         self._write_pending()
         self._transport.write(data)
+
+    def _check_thread(self) -> None:
+        """Raise RuntimeError unless called on the thread of this connection's event loop:
+        its transport, loop and buffers are not thread-safe (asyncio's rule for its own
+        objects), and on a free-threaded build a call from another thread would race them."""
+        current = PyThread_get_thread_ident()
+        if current != self._owner_thread:
+            raise RuntimeError(
+                f"this connection belongs to the event loop of thread {self._owner_thread} and "
+                f"was used from thread {current}: call it from that loop, e.g. with "
+                "asyncio.run_coroutine_threadsafe(coro, loop) where coro awaits ws.send(...)"
+            )
 
     # -- the queue and read pauses -------------------------------------------------------------
 

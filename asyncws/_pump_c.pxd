@@ -6,6 +6,7 @@ definition of the behaviour; this file only says how to compile it."""
 
 cimport cython
 from cpython.exc cimport PyErr_SetObject
+from cpython.pythread cimport PyThread_get_thread_ident
 
 from asyncws._speedups cimport FrameReader, _frame_of
 
@@ -79,6 +80,7 @@ cdef class MessagePump:
     cdef Py_ssize_t _pending_size
     cdef bint _reading_direct
     cdef public bint _switch_reads
+    cdef unsigned long _owner_thread
 
     cdef Receiving _receive(self, bint iterating)
     cdef int _deliver(self, list msgs) except -1

@@ -538,26 +538,28 @@ class FrameReader:
 
 class _MaskKeys:
     """Masking keys from the OS's CSPRNG (section 10.3 wants them unpredictable), drawn 1 KiB at a
-    time so that a frame costs a slice, not a system call."""
+    time so that a frame costs a ``list.pop``, not a system call. ``list.pop`` is atomic with or
+    without the GIL, so two threads never take the same key; a thread that finds the list empty
+    installs a fresh one (a racing thread may install another: no key is handed out twice)."""
 
-    __slots__ = ("_pool", "_pos")
+    __slots__ = ("_keys",)
 
     def __init__(self) -> None:
-        self._pool = b""
-        self._pos = 0
+        self._keys: list[bytes] = []
 
     def next(self) -> bytes:
-        pos = self._pos
-        if pos + 4 > len(self._pool):
-            self._pool = os.urandom(1024)
-            pos = 0
-        self._pos = pos + 4
-        return self._pool[pos : pos + 4]
+        try:
+            return self._keys.pop()
+        except IndexError:
+            pool = os.urandom(1024)
+            fresh = [pool[i : i + 4] for i in range(0, 1024, 4)]
+            key = fresh.pop()
+            self._keys = fresh
+            return key
 
     def forget(self) -> None:
         # A forked child must not reuse the keys its parent will also use.
-        self._pool = b""
-        self._pos = 0
+        self._keys = []
 
 
 _mask_keys = _MaskKeys()

@@ -1,4 +1,36 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: freethreading_compatible = True
+#
+# Free-threading audit (issue 14). The directive above keeps the GIL off when a free-threaded
+# CPython (3.14t, 3.15t) imports this module; it holds because every piece of state that
+# threads could share, here, in the pure twin and in the Python modules, is one of these:
+# - masking-key pool (_keys, _keys_pos): guarded: a PyMutex on free-threaded builds (compiled
+#   out elsewhere: the GIL guards it); the pure twin's _MaskKeys pops from a list (atomic).
+# - fork handling (os.register_at_fork, _forget_keys / _MaskKeys.forget): guarded: the child
+#   drops the pool it shares with its parent and resets the mutex a dead thread may hold.
+# - _pump's _SENT, _CLOSED, _END_OF_ITERATION (the shared finished awaitables): immutable after
+#   import. (_pump.py, compiled as _pump_c, declares itself free-threading compatible too.)
+# - module constants (_NO_LIMIT, LARGE_PAYLOAD, PAUSE_QUEUE, DIRECT_READ_MIN; the pure twin's
+#   _XOR_TABLES; the tables and compiled regular expressions of frames, handshake, deflate,
+#   client, server, cli): immutable.
+# - Coroutine.register(Sent / Receiving) in _pump, the fork handler's registration: once, at
+#   import.
+# - FrameReader, Utf8Validator, _pump.MessagePump and, above them, protocol.Protocol, the zlib
+#   streams of deflate.PerMessageDeflate, connection._DirectReads, the handshake protocols
+#   (ServerHandshake, ClientHandshake, HeadReader): per connection, and a
+#   connection is per-thread: MessagePump records its loop's thread and send(), recv(), the
+#   writes, close(), ping(), pong(), recv_streaming() and broadcast() raise RuntimeError on
+#   any other thread, before they write or change the protocol's state.
+# - connection._read_buffer (the read buffer a thread's connections share): per-thread
+#   (threading.local); it is filled and parsed within one transport callback.
+# - _kernels (HAS_SPEEDUPS, BACKEND, ASYNCWS_NO_SPEEDUPS): read once, at import: immutable.
+# - logging: the "asyncws" logger objects are immutable references, logging locks its own
+#   handlers, and asyncws adds no handler and sets no level.
+# - connection.Settings, deflate.Deflate (options), server._ServerConfig (with its sets of
+#   connections, tasks and handshakes): per server or connect() call, used on its loop's thread;
+#   the options are never written after construction.
+# - cli.py: its stdin thread reaches the event loop only through call_soon_threadsafe.
+
 """The framing kernels in Cython: masking, UTF-8 validation, frame parsing and building.
 
 This module holds ``apply_mask``, ``apply_mask_inplace``, ``Utf8Validator``, ``FrameReader``,
@@ -786,24 +818,56 @@ cdef class FrameReader:
 # Frame building (section 5.2)
 
 # Masking keys from the OS's CSPRNG (section 10.3 wants them unpredictable), drawn 1 KiB at a
-# time so that a frame costs 4 bytes of a buffer, not a system call.
+# time so that a frame costs 4 bytes of a buffer, not a system call. The pool is shared by all
+# threads: the GIL guards it where there is one, a mutex on a free-threaded build (two threads
+# must never take the same key, nor read past the pool while another draws a new one).
+cdef extern from *:
+    """
+    #ifdef Py_GIL_DISABLED
+    static PyMutex asyncws_keys_mutex;
+    static void asyncws_keys_lock(void) { PyMutex_Lock(&asyncws_keys_mutex); }
+    static void asyncws_keys_unlock(void) { PyMutex_Unlock(&asyncws_keys_mutex); }
+    static void asyncws_keys_lock_reset(void) {
+        memset(&asyncws_keys_mutex, 0, sizeof(asyncws_keys_mutex));
+    }
+    #else
+    #define asyncws_keys_lock()
+    #define asyncws_keys_unlock()
+    #define asyncws_keys_lock_reset()
+    #endif
+    """
+    void _keys_lock "asyncws_keys_lock"() noexcept nogil
+    void _keys_unlock "asyncws_keys_unlock"() noexcept nogil
+    void _keys_lock_reset "asyncws_keys_lock_reset"() noexcept nogil
+
 cdef unsigned char _keys[1024]
 cdef Py_ssize_t _keys_pos = 1024
 
 
 cdef inline void _next_key(unsigned char* dst) except *:
     global _keys_pos
-    if _keys_pos + 4 > 1024:
-        pool = os.urandom(1024)
-        memcpy(_keys, PyBytes_AS_STRING(pool), 1024)
-        _keys_pos = 0
-    memcpy(dst, _keys + _keys_pos, 4)
-    _keys_pos += 4
+    _keys_lock()
+    if _keys_pos + 4 <= 1024:
+        memcpy(dst, _keys + _keys_pos, 4)
+        _keys_pos += 4
+        _keys_unlock()
+        return
+    _keys_unlock()
+    # Drawn without the lock held (it calls Python); a thread that also found the pool empty
+    # meanwhile refills it too, with other random bytes: no key is handed out twice.
+    pool = os.urandom(1024)
+    _keys_lock()
+    memcpy(_keys, PyBytes_AS_STRING(pool), 1024)
+    memcpy(dst, _keys, 4)
+    _keys_pos = 4
+    _keys_unlock()
 
 
 def _forget_keys():
-    # A forked child must not reuse the keys its parent will also use.
+    # A forked child must not reuse the keys its parent will also use. It has only the thread
+    # that forked: a mutex another thread held at the fork is released, not waited on forever.
     global _keys_pos
+    _keys_lock_reset()
     _keys_pos = 1024
 
 

