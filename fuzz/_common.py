@@ -133,7 +133,7 @@ def frame(
     return head + payload
 
 
-Record = tuple[list[Any], Any, bool, bool]
+Record = tuple[list[Any], Any, bool, bool, bool]
 
 
 def _flag(reader: Any) -> bool:
@@ -144,18 +144,21 @@ def _flag(reader: Any) -> bool:
 
 
 def feed_all(reader: Any, pieces: Sequence[Any]) -> list[Record]:
-    """Feed each piece; record (items, error, closed, flag) after every feed."""
+    """Feed each piece; record (items, error, closed, flag, peer_closed) after every feed
+    (``peer_closed``: after a violation, the reader has read past everything up to a whole
+    Close frame)."""
     out: list[Record] = []
     for piece in pieces:
         items = reader.feed(piece)
-        out.append((items, reader.error, reader.closed, _flag(reader)))
+        peer_closed = bool(getattr(reader, "peer_closed", False))
+        out.append((items, reader.error, reader.closed, _flag(reader), peer_closed))
     return out
 
 
 def check_record(records: list[Record], max_size: int | None) -> None:
     """Invariants every backend must hold whatever it was fed."""
     closed = False
-    for items, error, is_closed, has_control in records:
+    for items, error, is_closed, has_control, peer_closed in records:
         if closed:
             assert items == [], "items after the reader closed"
         for item in items:
@@ -171,6 +174,8 @@ def check_record(records: list[Record], max_size: int | None) -> None:
         if error is not None:
             assert error[0] in (1002, 1007, 1009) and type(error[1]) is str, error
             assert is_closed
+        else:
+            assert not peer_closed, "peer_closed without a violation"
         closed = is_closed
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import asyncws
 from asyncws import _kernels
 
+from ._raw import frame
 from .conftest import load_backend
 
 MASK = b"\x37\xfa\x21\x3d"
@@ -45,6 +46,30 @@ def test_environment_switch_forces_fallback() -> None:
     env.pop("ASYNCWS_NO_SPEEDUPS")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["True", "asyncws._speedups"]
+
+
+def test_the_pump_is_one_source_compiled_or_not() -> None:
+    """The per-message pump exists once, in _pump.py: the compiled backend uses _pump_c, built
+    from that file, and the pure-Python backend runs the file itself on the pure kernels."""
+    from asyncws import _pump, _purepython
+
+    assert _pump.__file__.endswith("_pump.py")
+    assert _pump._frame_of is _purepython.build_frame  # uncompiled: the pure kernels
+    if asyncws.HAS_SPEEDUPS:
+        from asyncws import _pump_c
+
+        assert not _pump_c.__file__.endswith(".py")  # an extension module
+        assert _kernels.MessagePump is _pump_c.MessagePump
+        assert _pump_c.MessagePump.send.__doc__ == _pump.MessagePump.send.__doc__
+    else:
+        assert _kernels.MessagePump is _pump.MessagePump
+
+
+def test_kernel_backends_export_the_same_interface() -> None:
+    speedups, pure = load_backend("speedups"), load_backend("purepython")
+    assert speedups.__all__ == pure.__all__
+    for name in pure.__all__:
+        assert hasattr(speedups, name) and hasattr(pure, name), name
 
 
 # -- masking -------------------------------------------------------------------------------
@@ -319,6 +344,58 @@ def test_reader_text_ending_inside_a_sequence(kernels) -> None:
     r = kernels.FrameReader(True, None)
     assert r.feed(client_frames(kernels, (1, b"\xce", False), (0, b"", True))) == []
     assert r.error is not None and r.error[0] == 1007
+
+
+def _close(code: int = 1000) -> bytes:
+    return frame(0x8, code.to_bytes(2, "big") + b"bye")
+
+
+READ_PAST_CASES = {
+    # violation, what the peer goes on sending, then its Close
+    "too_big": (frame(0x2, bytes(2000)), frame(0x2, b"more")),
+    "reserved_opcode": (frame(0x3, b"nope"), frame(0x1, b"after") * 3),
+    "bad_utf8_mid_frame": (frame(0x1, b"ok" + b"\xff" + bytes(3000)), frame(0x2, bytes(10))),
+    "unmasked": (frame(0x2, b"x", mask=None), frame(0x9, b"ping")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(READ_PAST_CASES))
+@pytest.mark.parametrize("chunk", [1, 7, 100000])
+def test_reader_reads_past_until_the_peers_close(kernels, case: str, chunk: int) -> None:
+    """After a violation nothing more is delivered, nothing is kept, and the peer's Close is
+    still seen (peer_closed) however the stream is cut."""
+    violation, more = READ_PAST_CASES[case]
+    stream = violation + more + _close() + b"\x00 after the close"
+    reader = kernels.FrameReader(True, 1000)
+    items = []
+    seen_at = None
+    for i in range(0, len(stream), chunk):
+        items += reader.feed(stream[i : i + chunk])
+        if reader.peer_closed and seen_at is None:
+            seen_at = i + chunk
+    assert items == [] and reader.error is not None and reader.closed
+    assert reader.peer_closed
+    assert seen_at is not None and seen_at >= len(violation + more + _close())
+
+
+def test_reader_loses_frame_boundaries_only_on_an_impossible_length(kernels) -> None:
+    reader = kernels.FrameReader(True, None)
+    bad = bytes([0x82, 0xFF]) + b"\x80" + bytes(7) + MASK
+    assert reader.feed(bad + _close()) == []
+    assert reader.error is not None and reader.error[0] == 1002
+    assert not reader.peer_closed  # no frame boundary can be found after such a header
+
+
+def test_reader_fail_from_outside_reads_past_the_frame_in_progress(kernels) -> None:
+    # Protocol.fail (keepalive, a deflate failure) fails the reader mid-frame.
+    reader = kernels.FrameReader(True, None)
+    message = frame(0x2, bytes(5000))
+    reader.feed(message[:100])
+    reader.fail(1011, "keepalive ping timeout")
+    reader.fail(1002, "a second failure changes nothing")
+    assert reader.feed(message[100:] + _close()) == []
+    assert reader.error == (1011, "keepalive ping timeout")
+    assert reader.peer_closed
 
 
 def test_reader_max_size_counts_fragments(kernels) -> None:
