@@ -2,13 +2,13 @@
 
 This module holds ``Websocket``, the object applications use (``recv``, ``send``, ``close``,
 ``ping``) and, at the same time, the ``asyncio.Protocol`` its transport talks to once the
-handshake is done: received bytes go straight to the sans-I/O ``Protocol`` and the messages it
-returns are handed to a waiting ``recv()`` or queued. Flow control in both directions lives here
-(``pause_reading`` when ``max_queue`` messages wait, ``pause_writing``/``resume_writing`` for
-``send``), as do the timers of the closing handshake. It must not parse or build bytes: that is
-the protocol core's job.
+handshake is done. The per-message path (received bytes to ``recv()``, small ``send()``s to the
+transport) is its base class, the pump (``_pump.MessagePump``, through ``_kernels``); this
+module adds what the sans-I/O ``Protocol`` produces besides messages (replies, pongs,
+violations), sends that may wait (``pause_writing``/``resume_writing``, fragments), keepalive,
+``broadcast()``, and how a connection ends: the closing handshake, the TCP close after it, and
+``close_timeout``. It must not parse or build bytes: that is the protocol core's job.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +27,6 @@ from .protocol import CLOSED, OPEN, Data, Fragment, Message, Outgoing, Protocol
 __all__ = ["Websocket", "Settings", "broadcast", "websocket_class"]
 
 logger = logging.getLogger("asyncws")
-
 
 
 class Websocket(MessagePump, asyncio.Protocol):
@@ -59,6 +58,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         "_keepalive",
         "_keepalive_payload",
         "_settings",
+        "_skipped_by_broadcast",
     )
 
     # Declared by MessagePump; typed here for this module.
@@ -80,9 +80,7 @@ class Websocket(MessagePump, asyncio.Protocol):
             settings = Settings()
         loop = asyncio.get_running_loop()
         switch_reads = not isinstance(self, asyncio.BufferedProtocol)
-        super().__init__(
-            transport, loop, core, _read_buffer(), settings.max_queue, switch_reads
-        )
+        super().__init__(transport, loop, core, _read_buffer(), settings.max_queue, switch_reads)
         #: Server side: the upgrade request (``method``, ``path`` with the query, ``headers``).
         #: None on a client.
         self.request = request
@@ -92,6 +90,7 @@ class Websocket(MessagePump, asyncio.Protocol):
         #: The subprotocol both sides agreed on (``Sec-WebSocket-Protocol``), or None.
         self.subprotocol = subprotocol
         self._settings = settings
+        self._skipped_by_broadcast = False  # broadcast() logged that it skips this one
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._close_timeout = settings.close_timeout
@@ -316,6 +315,7 @@ class Websocket(MessagePump, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._skipped_by_broadcast = False
         self._resume_reading(PAUSE_WRITE)
         for waiter in self._drain_waiters:
             if not waiter.done():
@@ -431,7 +431,6 @@ class Websocket(MessagePump, asyncio.Protocol):
                 if entry is not None and not entry[0].done():
                     entry[0].set_result(now - entry[1])
         pongs.clear()
-
 
     # -- keepalive -----------------------------------------------------------------------------
 
@@ -560,8 +559,8 @@ def broadcast(connections: Iterable[Websocket], message: Data) -> int:
 
     The frame is built once (for servers; clients mask each copy). A connection whose write
     buffer is above its high-water mark (a slow reader) is skipped, so that one slow client
-    cannot stall the rest or make memory grow; a warning is logged for it. Returns the number
-    of connections the message was written to.
+    cannot stall the rest or make memory grow; a warning is logged for it (once until its
+    buffer drains). Returns the number of connections the message was written to.
     """
     frame: Outgoing | None = None
     sent = 0
@@ -570,7 +569,11 @@ def broadcast(connections: Iterable[Websocket], message: Data) -> int:
         if core.state != OPEN or core.fragmenting is not None:
             continue  # closed, or another message's fragments are on their way
         if ws._write_paused:
-            logger.warning("broadcast skipped %s: its write buffer is full", ws._peer)
+            if not ws._skipped_by_broadcast:
+                # Once per slow spell, not once per message: a slow reader under a busy
+                # broadcast would otherwise flood the log.
+                ws._skipped_by_broadcast = True
+                logger.warning("broadcast skips %s while its write buffer is full", ws._peer)
             continue
         if core.is_client or core.deflate is not None:
             ws._check_thread()  # before send_data advances the compressor
@@ -610,4 +613,3 @@ def _high_water(transport: Any) -> int:
         return int(transport.get_write_buffer_limits()[1])
     except (AttributeError, NotImplementedError):
         return 65536
-

@@ -223,6 +223,30 @@ def test_broadcast_skips_closed_and_slow_connections() -> None:
     run(main())
 
 
+def test_broadcast_logs_a_slow_connection_once_per_slow_spell(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            await asyncio.sleep(0.05)
+            [conn] = list(server.server.connections)  # type: ignore[union-attr]
+            conn.pause_writing()  # as the transport would for a peer that does not read
+            for _ in range(50):
+                assert asyncws.broadcast([conn], "busy channel") == 0
+            conn.resume_writing()
+            assert asyncws.broadcast([conn], "drained") == 1
+            conn.pause_writing()
+            assert asyncws.broadcast([conn], "slow again") == 0
+            conn.resume_writing()
+            await ws.close()
+
+    with caplog.at_level("WARNING", logger="asyncws"):
+        run(main())
+    skips = [r for r in caplog.records if "broadcast skips" in r.getMessage()]
+    assert len(skips) == 2  # one per slow spell, not one per message
+
+
 def test_broadcast_skips_a_connection_sending_fragments() -> None:
     async def main() -> None:
         async with Server() as server:
