@@ -257,16 +257,22 @@ def test_client_failure_reaches_the_server_and_waits_for_its_close(
             seen.append(0)  # the client's clean end of the stream
 
     async def main() -> None:
+        expected = REPEATS * (1 if endpoint.kind == "tls" else 2)
         async with endpoint.raw_server(handle) as url:
-            for _ in range(REPEATS // 5):
+            for _ in range(REPEATS):
                 ws = await endpoint.connect(url, max_size=200_000, close_timeout=10)
                 assert await asyncio.wait_for(ws.recv(), 10) is None
                 await asyncio.wait_for(ws.closed, 10)
                 assert ws.close_code == code
-        clean = [c for c in seen if c == 0]
-        assert [c for c in seen if c != 0] == [code] * (REPEATS // 5)
+            # The client is done once its socket is closed; the server's side of the last
+            # connection may still be reading that end of the stream.
+            for _ in range(200):
+                if len(seen) >= expected:
+                    break
+                await asyncio.sleep(0.05)
+        assert [c for c in seen if c != 0] == [code] * REPEATS
         if endpoint.kind != "tls":
-            assert len(clean) == REPEATS // 5
+            assert seen.count(0) == REPEATS  # every client ended its side cleanly
 
     endpoint.run(main(), timeout=120)
 
