@@ -55,7 +55,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import echo_harness as harness  # noqa: E402  (a script beside its modules, not a package)
-from echo_libraries import DEFAULT_LIBRARIES, LIBRARIES  # noqa: E402
+from echo_libraries import DEFAULT_LIBRARIES, LIBRARIES, add_baseline  # noqa: E402
 
 DEFAULT_SIZES = [32, 256, 8192, 100_000, 1_048_576]
 DEFAULT_RATIO_TO = ["tcp", "picows", "picows.websockets"]
@@ -101,6 +101,12 @@ def process_main(command: str, argv: list[str]) -> int:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    # --baseline adds libraries that the other options (--impl, --ratio-to) may name.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--baseline")
+    known, _ = pre.parse_known_args(argv)
+    if known.baseline:
+        add_baseline(known.baseline)
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -140,10 +146,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("-v", "--verbose", action="store_true", help="print every round to stderr")
     p.add_argument("--no-snapshot", dest="snapshot_lib", action="store_false",
                    help="import asyncws from where it is installed instead of a per-run copy")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also run the asyncws build in DIR (benchmarks/build_baseline.sh) as "
+                   "asyncws-baseline (and asyncws-baseline-pure, opt-in), for before/after "
+                   "ratios from one run")
     args = p.parse_args(argv)
+    if args.baseline and not os.path.isdir(os.path.join(args.baseline, "asyncws")):
+        p.error(f"--baseline {args.baseline}: no asyncws package there")
     if args.duration <= 0 or args.duration > 60 or args.rounds < 1 or args.rounds > 50:
         p.error("--duration must be in (0, 60] and --rounds in [1, 50]")
-    names = [i.strip() for i in args.impl.split(",")] if args.impl else list(DEFAULT_LIBRARIES)
+    defaults = [*DEFAULT_LIBRARIES, *(["asyncws-baseline"] if args.baseline else [])]
+    names = [i.strip() for i in args.impl.split(",")] if args.impl else defaults
     unknown = [i for i in names if i not in LIBRARIES]
     if unknown:
         p.error(f"unknown --impl {unknown}; choose from {list(LIBRARIES)}")

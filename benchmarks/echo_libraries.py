@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import os
 from typing import Any, Callable, NamedTuple
 
 from echo_harness import HOST, MAX_SIZE, CallbackRun, drive_async, is_uvloop
@@ -456,6 +457,33 @@ LIBRARIES = {
                 deflate=False),
     )
 }
+# Another build of asyncws beside this one, for before/after ratios from one run: a directory
+# holding it with its extension built in place (benchmarks/build_baseline.sh makes one from a
+# git revision). echo.py --baseline DIR sets this; the processes of the run inherit it.
+BASELINE_ENV = "ASYNCWS_BENCH_BASELINE"
+
+
+def add_baseline(path: str) -> list[str]:
+    """Register the baseline build at ``path`` as libraries (for this process and, through the
+    environment, the server and client processes it starts); returns their names."""
+    path = os.path.abspath(path)
+    os.environ[BASELINE_ENV] = path
+    added = [
+        Library("asyncws-baseline", "asyncws", serve_asyncws, client_asyncws, deflate=True,
+                env={"PYTHONPATH": path}, needs_speedups=True),
+        Library("asyncws-baseline-pure", "asyncws", serve_asyncws, client_asyncws,
+                deflate=True, env={"PYTHONPATH": path, "ASYNCWS_NO_SPEEDUPS": "1"}),
+    ]
+    for lib in added:
+        LIBRARIES[lib.name] = lib
+    return [lib.name for lib in added]
+
+
+if os.environ.get(BASELINE_ENV):
+    add_baseline(os.environ[BASELINE_ENV])
 # Opt-in: picows-stdlib (picows on asyncio's own transports instead of aiofastnet's) and
 # asyncws-deflate1 (the same as asyncws unless deflate is on).
-DEFAULT_LIBRARIES = [n for n in LIBRARIES if n not in ("picows-stdlib", "asyncws-deflate1")]
+DEFAULT_LIBRARIES = [
+    n for n in LIBRARIES
+    if n not in ("picows-stdlib", "asyncws-deflate1", "asyncws-baseline-pure")
+]
