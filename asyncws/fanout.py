@@ -19,16 +19,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .connection import Websocket, broadcast
+from .protocol import Data  # what publish() takes: as send()
 
 __all__ = ["FanoutStats", "FanoutUnavailable", "LocalFanout", "RedisFanout"]
 
 logger = logging.getLogger("asyncws.fanout")
-
-Data = Union[str, bytes, bytearray, memoryview]  # what publish() takes: as send()
 
 # How a message's type travels in a Redis payload: one byte in front of the message.
 _TEXT = b"t"
