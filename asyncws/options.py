@@ -55,7 +55,7 @@ PROXY: str | bool | None = True
 #: RECONNECT_MAX_DELAY (each delay is drawn at random between half and all of its value).
 RECONNECT_DELAY = 1.0
 RECONNECT_MAX_DELAY = 60.0
-#: The transports connections run on: "auto" (aiofastnet's where it pays and is installed, or
+#: The transports connections run on: "auto" (aiofastnet's for TLS when it is installed, or
 #: what the ASYNCWS_TRANSPORT environment variable says), "asyncio" (the event loop's own) or
 #: "aiofastnet" (see asyncws.transports).
 TRANSPORT = "auto"

@@ -363,7 +363,16 @@ class Server(asyncio.AbstractServer):
         await self._server.start_serving()
 
     async def serve_forever(self) -> None:
-        await self._server.serve_forever()
+        """Serve until cancelled; then ``close()`` (1001 to every connection) and
+        ``wait_closed()``. Not the wrapped server's own: once cancelled, it waits for its
+        connections to end (aiofastnet's, and asyncio's since 3.12.1) before asyncws' close
+        could end them."""
+        await self._server.start_serving()
+        try:
+            await asyncio.get_running_loop().create_future()  # never resolved: until cancelled
+        finally:
+            self.close()
+            await self.wait_closed()
 
     async def __aenter__(self) -> Server:
         return self

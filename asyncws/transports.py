@@ -1,8 +1,8 @@
 """Which transports asyncws' connections run on: the event loop's own, or aiofastnet's.
 
 This module holds the ``transport`` option (``"auto"``, ``"asyncio"``, ``"aiofastnet"``): how
-``"auto"`` is resolved (the ``ASYNCWS_TRANSPORT`` environment variable, else aiofastnet where
-it pays and is installed), the four calls that open connections and listen on the chosen
+``"auto"`` is resolved (the ``ASYNCWS_TRANSPORT`` environment variable, else aiofastnet for
+TLS when it is installed), the four calls that open connections and listen on the chosen
 transports (``create_connection``, ``create_unix_connection``, ``create_server``,
 ``create_unix_server``, each the loop's method of that name or aiofastnet's), and ``adopt``,
 which the handshake protocols call on every new transport to work around a bug of
@@ -42,10 +42,6 @@ HAS_AIOFASTNET = importlib.util.find_spec("aiofastnet") is not None
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 
-def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
-    return type(loop).__module__.startswith("uvloop")
-
-
 def check_transport(transport: str) -> None:
     """Fail at the call, not at the first connection: ValueError for an unknown value,
     ImportError for "aiofastnet" without aiofastnet."""
@@ -55,20 +51,18 @@ def check_transport(transport: str) -> None:
         raise ImportError("transport='aiofastnet' needs aiofastnet: pip install 'asyncws[fast]'")
 
 
-def resolve(transport: str, loop: asyncio.AbstractEventLoop, tls: bool) -> str:
+def resolve(transport: str, tls: bool) -> str:
     """``"asyncio"`` or ``"aiofastnet"``: what ``transport`` means for a connection (or a
-    server) on ``loop``, with TLS or not. An explicit choice is kept (``"aiofastnet"`` without
+    server), with TLS or not. An explicit choice is kept (``"aiofastnet"`` without
     aiofastnet installed raises ImportError). ``"auto"`` takes ``ASYNCWS_TRANSPORT`` when it is
-    set, else aiofastnet where it pays: everywhere but uvloop without TLS, where uvloop's own
-    transports are as fast (benchmarks/README.md has the measurements)."""
+    set, else aiofastnet where it pays: TLS, when aiofastnet is installed (without TLS it
+    measured no faster than the loop's own transports: benchmarks/README.md)."""
     check_transport(transport)
     if transport == "auto":
         transport = os.environ.get(ENVIRONMENT_VARIABLE, "") or TRANSPORT
         check_transport(transport)
     if transport == "auto":
-        if not HAS_AIOFASTNET or (_is_uvloop(loop) and not tls):
-            return "asyncio"
-        return "aiofastnet"
+        return "aiofastnet" if HAS_AIOFASTNET and tls else "asyncio"
     return transport
 
 
@@ -83,7 +77,7 @@ async def create_connection(
 ) -> asyncio.BaseTransport:
     """``loop.create_connection(factory, host, port, **kwds)`` on the chosen transports."""
     loop = asyncio.get_running_loop()
-    if resolve(transport, loop, bool(kwds.get("ssl"))) == "aiofastnet":
+    if resolve(transport, bool(kwds.get("ssl"))) == "aiofastnet":
         made, _ = await _aiofastnet().create_connection(loop, factory, host, port, **kwds)
     else:
         made, _ = await loop.create_connection(factory, host, port, **kwds)
@@ -95,7 +89,7 @@ async def create_unix_connection(
 ) -> asyncio.BaseTransport:
     """``loop.create_unix_connection(factory, path, **kwds)`` on the chosen transports."""
     loop = asyncio.get_running_loop()
-    if resolve(transport, loop, bool(kwds.get("ssl"))) == "aiofastnet":
+    if resolve(transport, bool(kwds.get("ssl"))) == "aiofastnet":
         made, _ = await _aiofastnet().create_unix_connection(loop, factory, path, **kwds)
     else:
         made, _ = await loop.create_unix_connection(factory, path, **kwds)
@@ -107,7 +101,7 @@ async def create_server(
 ) -> asyncio.AbstractServer:
     """``loop.create_server(factory, host, port, **kwds)`` on the chosen transports."""
     loop = asyncio.get_running_loop()
-    if resolve(transport, loop, bool(kwds.get("ssl"))) == "aiofastnet":
+    if resolve(transport, bool(kwds.get("ssl"))) == "aiofastnet":
         return await _aiofastnet().create_server(  # type: ignore[no-any-return]
             loop, factory, host, port, **kwds
         )
@@ -119,7 +113,7 @@ async def create_unix_server(
 ) -> asyncio.AbstractServer:
     """``loop.create_unix_server(factory, path, **kwds)`` on the chosen transports."""
     loop = asyncio.get_running_loop()
-    if resolve(transport, loop, bool(kwds.get("ssl"))) == "aiofastnet":
+    if resolve(transport, bool(kwds.get("ssl"))) == "aiofastnet":
         return await _aiofastnet().create_unix_server(  # type: ignore[no-any-return]
             loop, factory, path, **kwds
         )

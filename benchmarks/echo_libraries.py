@@ -432,7 +432,7 @@ class Library(NamedTuple):
         return self.module is None or importlib.util.find_spec(self.module) is not None
 
     def backend(self) -> str:
-        return asyncws_backend() if self.module == "asyncws" else ""
+        return asyncws_backend() if self.name.startswith("asyncws") else ""
 
 
 LIBRARIES = {
@@ -454,8 +454,15 @@ LIBRARIES = {
                 client_picows_websockets, deflate=True),
         Library("picows-stdlib", "picows", serve_picows_stdlib, client_picows_stdlib,
                 deflate=False),
+        # asyncws with its transport choice forced (the asyncws row is transport="auto").
+        Library("asyncws-asyncio", "asyncws", serve_asyncws, client_asyncws, deflate=True,
+                env={"ASYNCWS_TRANSPORT": "asyncio"}, needs_speedups=True),
+        Library("asyncws-aiofastnet", "aiofastnet", serve_asyncws, client_asyncws, deflate=True,
+                env={"ASYNCWS_TRANSPORT": "aiofastnet"}, needs_speedups=True),
     )
 }
-# Opt-in: picows-stdlib (picows on asyncio's own transports instead of aiofastnet's) and
-# asyncws-deflate1 (the same as asyncws unless deflate is on).
-DEFAULT_LIBRARIES = [n for n in LIBRARIES if n not in ("picows-stdlib", "asyncws-deflate1")]
+# Opt-in: picows-stdlib (picows on asyncio's own transports instead of aiofastnet's),
+# asyncws-deflate1 (the same as asyncws unless deflate is on), and asyncws-asyncio /
+# asyncws-aiofastnet (asyncws with transport= forced, through ASYNCWS_TRANSPORT).
+OPT_IN = ("picows-stdlib", "asyncws-deflate1", "asyncws-asyncio", "asyncws-aiofastnet")
+DEFAULT_LIBRARIES = [n for n in LIBRARIES if n not in OPT_IN]
