@@ -55,9 +55,9 @@ PROXY: str | bool | None = True
 #: RECONNECT_MAX_DELAY (each delay is drawn at random between half and all of its value).
 RECONNECT_DELAY = 1.0
 RECONNECT_MAX_DELAY = 60.0
-#: The transports connections run on: "auto" (aiofastnet's for TLS when it is installed, or
-#: what the ASYNCWS_TRANSPORT environment variable says), "asyncio" (the event loop's own) or
-#: "aiofastnet" (see asyncws.transports).
+#: The transports connections run on: "auto" (aiofastnet's when it is installed, but uvloop's
+#: own for plain connections on uvloop; or what the ASYNCWS_TRANSPORT environment variable
+#: says), "asyncio" (the event loop's own) or "aiofastnet" (see asyncws.transports).
 TRANSPORT = "auto"
 
 #: keyword -> default, for every option of the four functions (the documented table).

@@ -1,14 +1,14 @@
 """Which transports asyncws' connections run on: the event loop's own, or aiofastnet's.
 
 This module holds the ``transport`` option (``"auto"``, ``"asyncio"``, ``"aiofastnet"``): how
-``"auto"`` is resolved (the ``ASYNCWS_TRANSPORT`` environment variable, else aiofastnet for
-TLS when it is installed), the four calls that open connections and listen on the chosen
-transports (``create_connection``, ``create_unix_connection``, ``create_server``,
-``create_unix_server``, each the loop's method of that name or aiofastnet's), and ``adopt``,
-which the handshake protocols call on every new transport to work around a bug of
-aiofastnet's TLS transport (see ``_resume_reading_tls``). aiofastnet (``pip install
-'asyncws[fast]'``) is C transports for TCP and TLS over any asyncio loop; it is imported only
-when chosen. This module must not read, write or parse bytes.
+``"auto"`` is resolved (the ``ASYNCWS_TRANSPORT`` environment variable, else aiofastnet when
+it is installed, but for plain connections on uvloop), the four calls that open connections
+and listen on the chosen transports (``create_connection``, ``create_unix_connection``,
+``create_server``, ``create_unix_server``, each the loop's method of that name or
+aiofastnet's), and ``adopt``, which the handshake protocols call on every new transport to
+work around a bug of aiofastnet's TLS transport (see the comment above it). aiofastnet (``pip
+install 'asyncws[fast]'``) is C transports for TCP and TLS over any asyncio loop; it is
+imported only when chosen. This module must not read, write or parse bytes.
 """
 
 from __future__ import annotations
@@ -51,18 +51,21 @@ def check_transport(transport: str) -> None:
         raise ImportError("transport='aiofastnet' needs aiofastnet: pip install 'asyncws[fast]'")
 
 
-def resolve(transport: str, tls: bool) -> str:
+def resolve(transport: str, loop: asyncio.AbstractEventLoop, tls: bool) -> str:
     """``"asyncio"`` or ``"aiofastnet"``: what ``transport`` means for a connection (or a
-    server), with TLS or not. An explicit choice is kept (``"aiofastnet"`` without
+    server) on ``loop``, with TLS or not. An explicit choice is kept (``"aiofastnet"`` without
     aiofastnet installed raises ImportError). ``"auto"`` takes ``ASYNCWS_TRANSPORT`` when it is
-    set, else aiofastnet where it pays: TLS, when aiofastnet is installed (without TLS it
-    measured no faster than the loop's own transports: benchmarks/README.md)."""
+    set, else aiofastnet where it pays, when it is installed: for TLS on any loop, and without
+    TLS on the asyncio loop, but not on uvloop, whose own plain transports cost fewer
+    instructions (benchmarks/README.md has the measurements)."""
     check_transport(transport)
     if transport == "auto":
         transport = os.environ.get(ENVIRONMENT_VARIABLE, "") or TRANSPORT
         check_transport(transport)
     if transport == "auto":
-        return "aiofastnet" if HAS_AIOFASTNET and tls else "asyncio"
+        if not HAS_AIOFASTNET or (not tls and type(loop).__module__.startswith("uvloop")):
+            return "asyncio"
+        return "aiofastnet"
     return transport
 
 
@@ -77,7 +80,7 @@ async def create_connection(
 ) -> asyncio.BaseTransport:
     """``loop.create_connection(factory, host, port, **kwds)`` on the chosen transports."""
     loop = asyncio.get_running_loop()
-    if resolve(transport, bool(kwds.get("ssl"))) == "aiofastnet":
+    if resolve(transport, loop, bool(kwds.get("ssl"))) == "aiofastnet":
         made, _ = await _aiofastnet().create_connection(loop, factory, host, port, **kwds)
     else:
         made, _ = await loop.create_connection(factory, host, port, **kwds)
@@ -89,7 +92,7 @@ async def create_unix_connection(
 ) -> asyncio.BaseTransport:
     """``loop.create_unix_connection(factory, path, **kwds)`` on the chosen transports."""
     loop = asyncio.get_running_loop()
-    if resolve(transport, bool(kwds.get("ssl"))) == "aiofastnet":
+    if resolve(transport, loop, bool(kwds.get("ssl"))) == "aiofastnet":
         made, _ = await _aiofastnet().create_unix_connection(loop, factory, path, **kwds)
     else:
         made, _ = await loop.create_unix_connection(factory, path, **kwds)
@@ -101,7 +104,7 @@ async def create_server(
 ) -> asyncio.AbstractServer:
     """``loop.create_server(factory, host, port, **kwds)`` on the chosen transports."""
     loop = asyncio.get_running_loop()
-    if resolve(transport, bool(kwds.get("ssl"))) == "aiofastnet":
+    if resolve(transport, loop, bool(kwds.get("ssl"))) == "aiofastnet":
         return await _aiofastnet().create_server(  # type: ignore[no-any-return]
             loop, factory, host, port, **kwds
         )
@@ -113,7 +116,7 @@ async def create_unix_server(
 ) -> asyncio.AbstractServer:
     """``loop.create_unix_server(factory, path, **kwds)`` on the chosen transports."""
     loop = asyncio.get_running_loop()
-    if resolve(transport, bool(kwds.get("ssl"))) == "aiofastnet":
+    if resolve(transport, loop, bool(kwds.get("ssl"))) == "aiofastnet":
         return await _aiofastnet().create_unix_server(  # type: ignore[no-any-return]
             loop, factory, path, **kwds
         )

@@ -143,20 +143,41 @@ def test_unix_socket_on_each_transport(tmp_path, transport: str) -> None:
 
 
 def test_auto_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(transports.ENVIRONMENT_VARIABLE, "asyncio")
-    assert transports.resolve("auto", True) == "asyncio"
-    if transports.HAS_AIOFASTNET:
-        monkeypatch.setenv(transports.ENVIRONMENT_VARIABLE, "aiofastnet")
-        assert transports.resolve("auto", False) == "aiofastnet"
-        # An explicit keyword wins over the environment.
-        assert transports.resolve("asyncio", True) == "asyncio"
-        monkeypatch.delenv(transports.ENVIRONMENT_VARIABLE)
-        # Where it pays: TLS only (benchmarks/README.md).
-        assert transports.resolve("auto", True) == "aiofastnet"
-        assert transports.resolve("auto", False) == "asyncio"
-    monkeypatch.setenv(transports.ENVIRONMENT_VARIABLE, "bogus")
-    with pytest.raises(ValueError, match="ASYNCWS_TRANSPORT|transport"):
-        transports.resolve("auto", False)
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        monkeypatch.setenv(transports.ENVIRONMENT_VARIABLE, "asyncio")
+        assert transports.resolve("auto", loop, True) == "asyncio"
+        if transports.HAS_AIOFASTNET:
+            monkeypatch.setenv(transports.ENVIRONMENT_VARIABLE, "aiofastnet")
+            assert transports.resolve("auto", loop, False) == "aiofastnet"
+            # An explicit keyword wins over the environment.
+            assert transports.resolve("asyncio", loop, True) == "asyncio"
+            monkeypatch.delenv(transports.ENVIRONMENT_VARIABLE)
+            # The asyncio loop: aiofastnet, plain and TLS (benchmarks/README.md).
+            assert transports.resolve("auto", loop, True) == "aiofastnet"
+            assert transports.resolve("auto", loop, False) == "aiofastnet"
+        monkeypatch.setenv(transports.ENVIRONMENT_VARIABLE, "bogus")
+        with pytest.raises(ValueError, match="transport"):
+            transports.resolve("auto", loop, False)
+
+    run(main())
+
+
+def test_auto_on_uvloop_keeps_its_plain_transports(monkeypatch: pytest.MonkeyPatch) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    needs("aiofastnet")
+    monkeypatch.delenv(transports.ENVIRONMENT_VARIABLE, raising=False)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert transports.resolve("auto", loop, False) == "asyncio"
+        assert transports.resolve("auto", loop, True) == "aiofastnet"
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        loop.close()
 
 
 def test_bad_transport_fails_at_the_call() -> None:
