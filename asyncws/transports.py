@@ -61,6 +61,8 @@ def resolve(transport: str, loop: asyncio.AbstractEventLoop, tls: bool) -> str:
     check_transport(transport)
     if transport == "auto":
         transport = os.environ.get(ENVIRONMENT_VARIABLE, "") or TRANSPORT
+        if transport not in TRANSPORTS:
+            raise ValueError(f"{ENVIRONMENT_VARIABLE}={transport!r}: use asyncio or aiofastnet")
         check_transport(transport)
     if transport == "auto":
         if not HAS_AIOFASTNET or (not tls and type(loop).__module__.startswith("uvloop")):

@@ -157,7 +157,7 @@ def test_auto_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             assert transports.resolve("auto", loop, True) == "aiofastnet"
             assert transports.resolve("auto", loop, False) == "aiofastnet"
         monkeypatch.setenv(transports.ENVIRONMENT_VARIABLE, "bogus")
-        with pytest.raises(ValueError, match="transport"):
+        with pytest.raises(ValueError, match="ASYNCWS_TRANSPORT='bogus'"):
             transports.resolve("auto", loop, False)
 
     run(main())
