@@ -51,10 +51,12 @@ from .options import (
     PROXY,
     RECONNECT_DELAY,
     RECONNECT_MAX_DELAY,
+    TRANSPORT,
     USER_AGENT_HEADER,
 )
 from .protocol import Protocol
 from .proxy import ProxyURL, open_through_proxy, parse_proxy, proxy_from_environment
+from .transports import adopt, check_transport, create_connection, create_unix_connection
 
 __all__ = [
     "connect",
@@ -167,6 +169,7 @@ class ClientHandshake(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self._transport = cast(asyncio.Transport, transport)
+        adopt(transport)
         uri, options = self._uri, self._options
         offer = client_offer(options.compression) if options.compression is not None else None
         request = build_request(
@@ -210,7 +213,7 @@ class ClientHandshake(asyncio.Protocol):
             return
         transport = self._transport
         assert transport is not None
-        ws = websocket_class(asyncio.get_running_loop())(
+        ws = websocket_class(asyncio.get_running_loop(), transport)(
             transport,
             Protocol(is_client=True, max_size=options.settings.max_size, deflate=deflate),
             options.settings,
@@ -259,10 +262,13 @@ class Connect:
         proxy_ssl: ssl_module.SSLContext | None,
         reconnect_delay: float,
         reconnect_max_delay: float,
+        transport: str,
         kwds: dict[str, Any],
     ) -> None:
         # A bad URL (or proxy URL, or a missing SOCKS library) fails here, at the call.
         parse_uri(wsurl)
+        check_transport(transport)
+        self._transport_kind = transport
         if isinstance(proxy, str):
             _check_proxy(parse_proxy(proxy))
         self._url = wsurl
@@ -336,17 +342,16 @@ class Connect:
         elif kwds.get("ssl"):
             raise InvalidURI(f"ssl= was given for a ws:// URL ({url!r}); use wss://")
         proxy = self._proxy_for(uri)
-        loop = asyncio.get_running_loop()
         handshake = ClientHandshake(uri, self._options)
         transport: asyncio.BaseTransport | None = None
         try:
             if self._unix_path is not None:
-                transport, _ = await loop.create_unix_connection(
-                    lambda: handshake, self._unix_path, **kwds
+                transport = await create_unix_connection(
+                    self._transport_kind, lambda: handshake, self._unix_path, **kwds
                 )
             elif proxy is None:
-                transport, _ = await loop.create_connection(
-                    lambda: handshake, uri.host, uri.port, **kwds
+                transport = await create_connection(
+                    self._transport_kind, lambda: handshake, uri.host, uri.port, **kwds
                 )
             else:
                 transport = await open_through_proxy(
@@ -533,6 +538,7 @@ def connect(
     proxy_ssl: ssl_module.SSLContext | None = None,
     reconnect_delay: float = RECONNECT_DELAY,
     reconnect_max_delay: float = RECONNECT_MAX_DELAY,
+    transport: str = TRANSPORT,
     **kwds: Any,
 ) -> Connect:
     """Connect to a WebSocket server and perform the opening handshake.
@@ -580,6 +586,7 @@ def connect(
         proxy_ssl=proxy_ssl,
         reconnect_delay=reconnect_delay,
         reconnect_max_delay=reconnect_max_delay,
+        transport=transport,
         kwds=kwds,
     )
 
@@ -603,6 +610,7 @@ def unix_connect(
     max_redirects: int = MAX_REDIRECTS,
     reconnect_delay: float = RECONNECT_DELAY,
     reconnect_max_delay: float = RECONNECT_MAX_DELAY,
+    transport: str = TRANSPORT,
     **kwds: Any,
 ) -> Connect:
     """``connect`` over the Unix domain socket at ``path``; ``wsurl`` gives the Host header and
@@ -631,5 +639,6 @@ def unix_connect(
         proxy_ssl=None,
         reconnect_delay=reconnect_delay,
         reconnect_max_delay=reconnect_max_delay,
+        transport=transport,
         kwds=kwds,
     )

@@ -549,8 +549,11 @@ class _DirectReads(asyncio.BufferedProtocol):
         self._ws.resume_writing()
 
 
-def websocket_class(loop: asyncio.AbstractEventLoop) -> type[Websocket]:
-    """The ``Websocket`` class that reads fastest on ``loop``'s transports."""
+def websocket_class(loop: asyncio.AbstractEventLoop, transport: Any = None) -> type[Websocket]:
+    """The ``Websocket`` class that reads fastest on ``transport`` (on ``loop``): aiofastnet's
+    transports, like asyncio's, read fastest into a buffer; uvloop's with data_received."""
+    if type(transport).__module__.startswith("aiofastnet"):
+        return _BufferedWebsocket
     return Websocket if type(loop).__module__.startswith("uvloop") else _BufferedWebsocket
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "RECONNECT_DELAY",
     "RECONNECT_MAX_DELAY",
     "SERVER_HEADER",
+    "TRANSPORT",
     "USER_AGENT_HEADER",
 ]
 
@@ -54,6 +55,10 @@ PROXY: str | bool | None = True
 #: RECONNECT_MAX_DELAY (each delay is drawn at random between half and all of its value).
 RECONNECT_DELAY = 1.0
 RECONNECT_MAX_DELAY = 60.0
+#: The transports connections run on: "auto" (aiofastnet's when it is installed, but uvloop's
+#: own for plain connections on uvloop; or what the ASYNCWS_TRANSPORT environment variable
+#: says), "asyncio" (the event loop's own) or "aiofastnet" (see asyncws.transports).
+TRANSPORT = "auto"
 
 #: keyword -> default, for every option of the four functions (the documented table).
 DEFAULTS: dict[str, Any] = {
@@ -77,4 +82,5 @@ DEFAULTS: dict[str, Any] = {
     "proxy_ssl": None,
     "reconnect_delay": RECONNECT_DELAY,
     "reconnect_max_delay": RECONNECT_MAX_DELAY,
+    "transport": TRANSPORT,
 }

@@ -40,8 +40,10 @@ from .options import (
     PING_INTERVAL,
     PING_TIMEOUT,
     SERVER_HEADER,
+    TRANSPORT,
 )
 from .protocol import Protocol
+from .transports import adopt, check_transport, create_server, create_unix_server
 
 __all__ = ["start_server", "start_unix_server", "Server", "ServerHandshake", "Handler"]
 
@@ -116,6 +118,7 @@ class ServerHandshake(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self._transport = cast(asyncio.Transport, transport)
+        adopt(transport)
         self._peer = transport.get_extra_info("peername")
         self._config.handshakes.add(self)
         timeout = self._config.open_timeout
@@ -216,7 +219,7 @@ class ServerHandshake(asyncio.Protocol):
                 extensions=extensions,
             )
         )
-        ws = websocket_class(asyncio.get_running_loop())(
+        ws = websocket_class(asyncio.get_running_loop(), transport)(
             transport,
             Protocol(is_client=False, max_size=config.settings.max_size, deflate=deflate),
             config.settings,
@@ -360,7 +363,16 @@ class Server(asyncio.AbstractServer):
         await self._server.start_serving()
 
     async def serve_forever(self) -> None:
-        await self._server.serve_forever()
+        """Serve until cancelled; then ``close()`` (1001 to every connection) and
+        ``wait_closed()``. Not the wrapped server's own: once cancelled, it waits for its
+        connections to end (aiofastnet's, and asyncio's since 3.12.1) before asyncws' close
+        could end them."""
+        await self._server.start_serving()
+        try:
+            await asyncio.get_running_loop().create_future()  # never resolved: until cancelled
+        finally:
+            self.close()
+            await self.wait_closed()
 
     async def __aenter__(self) -> Server:
         return self
@@ -428,6 +440,7 @@ async def start_server(
     extra_headers: ExtraHeaders | None = None,
     server_header: str | None = SERVER_HEADER,
     compression: str | Deflate | None = None,
+    transport: str = TRANSPORT,
     **kwds: Any,
 ) -> Server:
     """Start a WebSocket server; ``handler(ws)`` is awaited for each connection whose handshake
@@ -461,11 +474,8 @@ async def start_server(
         server_header=server_header,
         compression=compression,
     )
-    loop = asyncio.get_running_loop()
-    # asyncio accepts port=None (with a host, or a sock= in kwds) though its stubs say int.
-    server = await loop.create_server(
-        lambda: ServerHandshake(config), host, cast(int, port), **kwds
-    )
+    check_transport(transport)
+    server = await create_server(transport, lambda: ServerHandshake(config), host, port, **kwds)
     return Server(server, config)
 
 
@@ -486,6 +496,7 @@ async def start_unix_server(
     extra_headers: ExtraHeaders | None = None,
     server_header: str | None = SERVER_HEADER,
     compression: str | Deflate | None = None,
+    transport: str = TRANSPORT,
     **kwds: Any,
 ) -> Server:
     """``start_server`` on a Unix domain socket at ``path``: the same keywords, the rest going
@@ -506,6 +517,6 @@ async def start_unix_server(
         server_header=server_header,
         compression=compression,
     )
-    loop = asyncio.get_running_loop()
-    server = await loop.create_unix_server(lambda: ServerHandshake(config), path, **kwds)
+    check_transport(transport)
+    server = await create_unix_server(transport, lambda: ServerHandshake(config), path, **kwds)
     return Server(server, config)

@@ -433,7 +433,7 @@ class Library(NamedTuple):
         return self.module is None or importlib.util.find_spec(self.module) is not None
 
     def backend(self) -> str:
-        return asyncws_backend() if self.module == "asyncws" else ""
+        return asyncws_backend() if self.name.startswith("asyncws") else ""
 
 
 LIBRARIES = {
@@ -455,6 +455,11 @@ LIBRARIES = {
                 client_picows_websockets, deflate=True),
         Library("picows-stdlib", "picows", serve_picows_stdlib, client_picows_stdlib,
                 deflate=False),
+        # asyncws with its transport choice forced (the asyncws row is transport="auto").
+        Library("asyncws-asyncio", "asyncws", serve_asyncws, client_asyncws, deflate=True,
+                env={"ASYNCWS_TRANSPORT": "asyncio"}, needs_speedups=True),
+        Library("asyncws-aiofastnet", "aiofastnet", serve_asyncws, client_asyncws, deflate=True,
+                env={"ASYNCWS_TRANSPORT": "aiofastnet"}, needs_speedups=True),
     )
 }
 # Another build of asyncws beside this one, for before/after ratios from one run: a directory
@@ -481,9 +486,12 @@ def add_baseline(path: str) -> list[str]:
 
 if os.environ.get(BASELINE_ENV):
     add_baseline(os.environ[BASELINE_ENV])
-# Opt-in: picows-stdlib (picows on asyncio's own transports instead of aiofastnet's) and
-# asyncws-deflate1 (the same as asyncws unless deflate is on).
-DEFAULT_LIBRARIES = [
-    n for n in LIBRARIES
-    if n not in ("picows-stdlib", "asyncws-deflate1", "asyncws-baseline-pure")
-]
+# Opt-in: picows-stdlib (picows on asyncio's own transports instead of aiofastnet's),
+# asyncws-deflate1 (the same as asyncws unless deflate is on), asyncws-asyncio /
+# asyncws-aiofastnet (asyncws with transport= forced, through ASYNCWS_TRANSPORT) and
+# asyncws-baseline-pure.
+OPT_IN = (
+    "picows-stdlib", "asyncws-deflate1", "asyncws-asyncio", "asyncws-aiofastnet",
+    "asyncws-baseline-pure",
+)
+DEFAULT_LIBRARIES = [n for n in LIBRARIES if n not in OPT_IN]

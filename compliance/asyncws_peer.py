@@ -42,8 +42,18 @@ def log(msg: str) -> None:
     print(f"[asyncws_peer] {msg}", file=sys.stderr, flush=True)
 
 
+def check_transport(ws: Any) -> None:
+    """With ASYNCWS_TRANSPORT set (run.py --transport), the connection must run on it."""
+    wanted = os.environ.get("ASYNCWS_TRANSPORT")
+    if wanted in ("asyncio", "aiofastnet"):
+        on_aiofastnet = type(ws.writer).__module__.startswith("aiofastnet")
+        if on_aiofastnet != (wanted == "aiofastnet"):
+            raise RuntimeError(f"ASYNCWS_TRANSPORT={wanted} but the transport is {ws.writer!r}")
+
+
 async def echo(ws: Any) -> None:
     """Echo every message back until the peer closes (``recv()`` returns None)."""
+    check_transport(ws)
     while True:
         msg = await ws.recv()
         if msg is None:
@@ -79,7 +89,9 @@ async def _connect(url: str, ssl_ctx: ssl.SSLContext | None) -> Any:
         kwargs["compression"] = "deflate"
     if ssl_ctx is not None:
         kwargs["ssl"] = ssl_ctx
-    return await asyncws.connect(url, **kwargs)
+    ws = await asyncws.connect(url, **kwargs)
+    check_transport(ws)
+    return ws
 
 
 async def drive(base: str, agent: str, ssl_ctx: ssl.SSLContext | None, case_timeout: float) -> int:
@@ -131,7 +143,8 @@ def main() -> int:
     backend = detect_backend()
     log(
         f"asyncws {getattr(asyncws, '__version__', '?')} from {asyncws.__file__}, "
-        f"backend {backend}, ASYNCWS_NO_SPEEDUPS={os.environ.get('ASYNCWS_NO_SPEEDUPS', '')!r}"
+        f"backend {backend}, ASYNCWS_NO_SPEEDUPS={os.environ.get('ASYNCWS_NO_SPEEDUPS', '')!r}, "
+        f"ASYNCWS_TRANSPORT={os.environ.get('ASYNCWS_TRANSPORT', '')!r}"
     )
     if args.expect_backend and backend != args.expect_backend:
         log(f"ERROR: expected backend {args.expect_backend}, got {backend}")

@@ -2,7 +2,8 @@
 # What CI calls for the Autobahn Testsuite conformance run: install the real wstest
 # (Python 2.7 virtualenv, pinned; a no-op when already installed), then test asyncws as a
 # server and as a client, with the Cython extension and with the pure-Python fallback, on
-# cases 1.* to 10.*, one suite at a time, and fail on any failed / non-strict case.
+# cases 1.* to 10.* on aiofastnet's transports (and again on the loop's own, Cython only),
+# one suite at a time, and fail on any failed / non-strict case.
 # Without a Python 2.7 on the machine it prints a LOUD notice and exits 0 (skipped);
 # any other problem exits non-zero. Usage: bash compliance/ci.sh [extra run.py options]
 set -euo pipefail
@@ -26,8 +27,15 @@ if [ "$rc" -ne 0 ]; then
 fi
 
 # Per-suite timeout 100 s (a suite takes ~20 s here); the outer timeout bounds the whole run.
+# The asyncws peer runs on the transports named (asyncws.transports; the peer checks it).
 timeout --kill-after=10 270 "$PYTHON" "$HERE/run.py" \
-    --mode both --backend both --timeout 100 "$@"
+    --mode both --backend both --transport aiofastnet --timeout 100 "$@"
+
+# The same cases 1.* to 10.* on the event loop's own transports (the Cython backend), into
+# a report folder of their own.
+timeout --kill-after=10 200 "$PYTHON" "$HERE/run.py" \
+    --mode both --backend speedups --transport asyncio --timeout 100 \
+    --outdir "$HERE/reports-asyncio" "$@"
 
 # permessage-deflate (12.*, 13.*): the whole of it takes about 10 minutes per direction here
 # (wstest compresses in Python 2), so CI runs a subset that covers compression of every message

@@ -9,7 +9,10 @@ subprocess has a timeout, ``--tls`` runs over wss:// with a throw-away certifica
 trustme. Each suite writes into ``OUTDIR/<mode>-<backend>[-tls]/`` (spec, logs, wstest's
 reports), which is emptied first so stale results can never pass. The verdict comes from
 ``summary.py``; ``--write-docs`` regenerates ``docs/conformance.md`` from the run.
-Usage: ``python compliance/run.py [--mode both] [--backend both] [--cases 1.*,2.*] [--tls]``.
+``--transport aiofastnet`` runs the asyncws peer on aiofastnet's transports (``--transport
+asyncio`` on the loop's own; the default, auto, is what asyncws chooses) and adds the name to
+the suite's folder. Usage: ``python compliance/run.py [--mode both] [--backend both]
+[--cases 1.*,2.*] [--tls] [--transport auto]``.
 """
 
 from __future__ import annotations
@@ -55,22 +58,28 @@ class Suite:
     mode: str  # "server" (asyncws server under test) or "client"
     backend: str  # "speedups" or "purepython"
     tls: bool
+    transport: str = "auto"  # ASYNCWS_TRANSPORT for the asyncws peer: auto, asyncio, aiofastnet
 
     @property
     def name(self) -> str:
-        return f"{self.mode}-{self.backend}" + ("-tls" if self.tls else "")
+        transport = "" if self.transport == "auto" else f"-{self.transport}"
+        return f"{self.mode}-{self.backend}" + ("-tls" if self.tls else "") + transport
 
     @property
     def agent(self) -> str:
         return f"asyncws-{self.name}"
 
 
-def asyncws_env(backend: str) -> dict:
-    """Environment for an asyncws subprocess using ``backend``."""
+def asyncws_env(backend: str, transport: str = "auto") -> dict:
+    """Environment for an asyncws subprocess using ``backend`` on ``transport`` (what
+    ``transport="auto"`` means there: see asyncws.transports)."""
     env = dict(os.environ)
     env.pop("ASYNCWS_NO_SPEEDUPS", None)
+    env.pop("ASYNCWS_TRANSPORT", None)
     if backend == "purepython":
         env["ASYNCWS_NO_SPEEDUPS"] = "1"
+    if transport != "auto":
+        env["ASYNCWS_TRANSPORT"] = transport
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -179,7 +188,8 @@ def run_server_suite(
     if certs:
         cmd += ["--certfile", str(certs["cert"]), "--keyfile", str(certs["key"])]
     with open(outdir / "asyncws.log", "wb") as alog, open(outdir / "wstest.log", "wb") as wlog:
-        echo = start(cmd, alog, env=asyncws_env(suite.backend), stdout=subprocess.PIPE)
+        env = asyncws_env(suite.backend, suite.transport)
+        echo = start(cmd, alog, env=env, stdout=subprocess.PIPE)
         try:
             port = read_listening_line(echo, 30)
             if port is None:
@@ -247,7 +257,7 @@ def run_client_suite(
             ]
             if certs:
                 cmd += ["--cafile", str(certs["ca"])]
-            client = start(cmd, alog, env=asyncws_env(suite.backend))
+            client = start(cmd, alog, env=asyncws_env(suite.backend, suite.transport))
             rc = wait_bounded(client, timeout, "asyncws fuzzing client")
             if rc is None:
                 return f"the asyncws client timed out after {timeout:.0f} s"
@@ -387,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude-cases", default="", help="case patterns to leave out")
     parser.add_argument("--outdir", type=Path, default=HERE / "reports")
     parser.add_argument("--tls", action="store_true", help="run over wss://")
+    parser.add_argument(
+        "--transport",
+        choices=["auto", "asyncio", "aiofastnet"],
+        default="auto",
+        help="the asyncws peer's transports (ASYNCWS_TRANSPORT; auto: asyncws' choice)",
+    )
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per suite")
     parser.add_argument(
         "--allow-non-strict", action="store_true", help="do not count NON-STRICT as a failure"
@@ -409,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         (outroot / "certs").mkdir(exist_ok=True)
         certs = make_certs(outroot / "certs")
 
-    suites = [Suite(m, b, args.tls) for b in backends for m in modes]
+    suites = [Suite(m, b, args.tls, args.transport) for b in backends for m in modes]
     errors = {}
     began = time.monotonic()
     for suite in suites:  # one at a time: wstest takes one core, asyncws the other
