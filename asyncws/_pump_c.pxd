@@ -42,8 +42,8 @@ cdef class Sent:
     pass
 
 
+# (Its free list is declared in _pump.py: Cython ignores @cython.freelist here.)
 @cython.final
-@cython.freelist(8)
 cdef class Receiving:
     cdef object _value
     cdef object _future
