@@ -10,10 +10,10 @@ figures rank the Python-level work of each implementation, not their wall-clock 
     python benchmarks/instructions.py [--n 5000] [--size 256] [--loop uvloop|asyncio]
 
 Implementations: ``asyncws`` (client and server), ``picows.websockets`` (picows' awaitable,
-websockets-compatible API: its ``serve`` and ``connect``, the same echo), ``tcp-callback`` (a plain asyncio.Protocol
-echo; the client awaits a future per reply), ``tcp-task`` (the same, but the server is a task
-awaiting a future per message and writing from a coroutine: the shape of an awaitable
-recv()/send() API) and ``picows`` (its callback listener API, when installed).
+websockets-compatible API: its ``serve`` and ``connect``, the same echo), ``tcp-callback`` (a
+plain asyncio.Protocol echo; the client awaits a future per reply), ``tcp-task`` (the same, but
+the server is a task awaiting a future per message and writing from a coroutine: the shape of an
+awaitable recv()/send() API) and ``picows`` (its callback listener API, when installed).
 """
 
 from __future__ import annotations
