@@ -108,6 +108,15 @@ class Websocket(MessagePump, asyncio.Protocol):
         self._keepalive_payload: bytes | None = None
         if settings.ping_interval is not None:
             self._keepalive = self._loop.call_later(settings.ping_interval, self._keepalive_ping)
+        if switch_reads and type(transport).__name__ == "_SSLProtocolTransport" and (
+            type(transport).__module__.startswith("uvloop")
+        ):
+            # uvloop's TLS transport hands a data_received protocol each TLS record in a bytes
+            # object of its own, allocated at 256 KiB and shrunk: an mmap, mremap and munmap
+            # per record, that is per message (32k pipelined messages/s where asyncio's TLS
+            # does 300k). Read through get_buffer there, once whoever made this connection
+            # has made it the transport's protocol.
+            self._loop.call_soon(self._read_into_buffer)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -268,6 +277,17 @@ class Websocket(MessagePump, asyncio.Protocol):
         if self._reader.direct_buffer(DIRECT_READ_MIN) is None or self._transport.is_closing():
             return
         self._transport.set_protocol(_DirectReads(self))
+
+    def _read_into_buffer(self) -> None:
+        """Have the transport read through ``get_buffer``/``buffer_updated`` from now on."""
+        transport = self._transport
+        reading = transport.get_protocol()
+        if transport.is_closing() or not (
+            reading is self or (isinstance(reading, _DirectReads) and reading._ws is self)
+        ):
+            return
+        self._switch_reads = False  # get_buffer reads a large payload into the message itself
+        transport.set_protocol(_BufferedReads(self))
 
     def _handle_events(self, delivered: bool) -> None:
         """What receive_data produced besides messages: replies, pongs, failure, closing."""
@@ -535,6 +555,34 @@ class _DirectReads(asyncio.BufferedProtocol):
         transport = ws._transport
         if ws._reader.direct_buffer(1) is None and transport.get_protocol() is self:
             transport.set_protocol(ws)
+
+    def eof_received(self) -> bool | None:
+        return self._ws.eof_received()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._ws.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._ws.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._ws.resume_writing()
+
+
+class _BufferedReads(asyncio.BaseProtocol):
+    """The transport's protocol for a connection that reads with data_received where the
+    transport reads faster into a buffer (see ``Websocket._read_into_buffer``). It is not an
+    ``asyncio.Protocol`` (uvloop reads into a buffer only for those that are not) and holds
+    the connection's own bound ``get_buffer`` and ``buffer_updated``, which the transport looks
+    up once: no call goes through this object on the way. Every other callback goes to the
+    connection."""
+
+    __slots__ = ("_ws", "get_buffer", "buffer_updated")
+
+    def __init__(self, ws: Websocket) -> None:
+        self._ws = ws
+        self.get_buffer = ws.get_buffer
+        self.buffer_updated = ws.buffer_updated
 
     def eof_received(self) -> bool | None:
         return self._ws.eof_received()
