@@ -214,6 +214,8 @@ class MessagePump:
         "_reading_direct",
         "_switch_reads",
         "_owner_thread",
+        "_transport_write",
+        "_create_future",
     )
 
     def __init__(
@@ -224,6 +226,9 @@ class MessagePump:
         self._owner_thread = PyThread_get_thread_ident()
         self._transport = transport
         self._loop = loop
+        # Bound once: the per-message path calls them without looking the method up.
+        self._transport_write = transport.write
+        self._create_future = loop.create_future
         # The sans-I/O protocol (``protocol.Protocol``) and its frame reader, which the hot
         # path calls directly: one call per chunk, the protocol only when the reader flags
         # ``attention``.
@@ -291,7 +296,7 @@ class MessagePump:
         self._write_pending()
         # _deliver and _end clear _waiter when they resolve it; a cancelled one is simply
         # replaced here (and _deliver queues instead of resolving a done future).
-        waiter = self._loop.create_future()
+        waiter = self._create_future()
         self._waiter = waiter
         self._waiter_iterates = iterating
         return _receiving(None, waiter)
@@ -321,7 +326,7 @@ class MessagePump:
             if self._corked:
                 self._hold(frame, flush)
             else:
-                self._transport.write(frame)
+                self._transport_write(frame)
             if self._write_paused:
                 return self._drain_after_send(flush)
             return _SENT
@@ -418,7 +423,7 @@ class MessagePump:
         self._pending = None
         self._pending_size = 0
         if frames and not self._transport.is_closing():
-            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            self._transport_write(frames[0] if len(frames) == 1 else b"".join(frames))
         return 0
 
     def _uncork(self) -> None:
@@ -437,7 +442,7 @@ class MessagePump:
         if PyThread_get_thread_ident() != self._owner_thread:
             self._check_thread()
         self._write_pending()
-        self._transport.write(data)
+        self._transport_write(data)
 
     def _check_thread(self) -> None:
         """Raise RuntimeError unless called on the thread of this connection's event loop:

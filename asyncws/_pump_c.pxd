@@ -81,6 +81,8 @@ cdef class MessagePump:
     cdef bint _reading_direct
     cdef public bint _switch_reads
     cdef unsigned long _owner_thread
+    cdef object _transport_write
+    cdef object _create_future
 
     cdef Receiving _receive(self, bint iterating)
     cdef int _deliver(self, list msgs) except -1
