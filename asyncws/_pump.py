@@ -367,14 +367,22 @@ class MessagePump:
             self._corked = False
         if msgs:
             waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                # Hand the first message straight to the waiting recv(): no queue round trip.
-                self._waiter = None
-                waiter.set_result(msgs[0])
-                if len(msgs) > 1:
-                    self._push(msgs[1:])
-            else:
+            if waiter is None:
                 self._push(msgs)
+            else:
+                # Hand the first message straight to the waiting recv(): no queue round trip.
+                # Not asked whether it is done first (a call per message): only a cancelled
+                # recv() leaves it done, and then set_result refuses and the message is queued.
+                self._waiter = None
+                try:
+                    waiter.set_result(msgs[0])
+                except Exception:
+                    if not waiter.done():
+                        raise
+                    self._push(msgs)
+                else:
+                    if len(msgs) > 1:
+                        self._push(msgs[1:])
         if attention:
             self._handle_events(len(msgs) > 0)
         return 0

@@ -295,6 +295,29 @@ def test_cancelled_recv_loses_no_message() -> None:
     run(main())
 
 
+def test_message_for_a_cancelled_recv_is_queued() -> None:
+    # The message arrives while the cancelled recv()'s waiter is still the pump's: it must be
+    # queued for the next recv(), not lost in the cancelled future.
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            waiting = asyncio.ensure_future(ws.recv())
+            await asyncio.sleep(0)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await ws.send("after")
+            for _ in range(500):  # until the echo is queued (bounded)
+                if ws._queue:
+                    break
+                await asyncio.sleep(0.01)
+            assert list(ws._queue) == ["after"]
+            assert await ws.recv() == "after"
+            await ws.close()
+
+    run(main())
+
+
 def test_connect_refused_by_http_server() -> None:
     async def http_403(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
