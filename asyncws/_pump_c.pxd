@@ -83,6 +83,8 @@ cdef class MessagePump:
     cdef unsigned long _owner_thread
     cdef object _transport_write
     cdef object _create_future
+    cdef object _future_class
+    cdef object _running_loop
 
     cdef Receiving _receive(self, bint iterating)
     cdef int _deliver(self, list msgs) except -1

@@ -80,7 +80,10 @@ class Websocket(MessagePump, asyncio.Protocol):
             settings = Settings()
         loop = asyncio.get_running_loop()
         switch_reads = not isinstance(self, asyncio.BufferedProtocol)
-        super().__init__(transport, loop, core, _read_buffer(), settings.max_queue, switch_reads)
+        super().__init__(
+            transport, loop, core, _read_buffer(), settings.max_queue, switch_reads,
+            asyncio.Future if _makes_plain_futures(loop) else None, asyncio._get_running_loop,
+        )
         #: Server side: the upgrade request (``method``, ``path`` with the query, ``headers``).
         #: None on a client.
         self.request = request
@@ -595,6 +598,19 @@ class _BufferedReads(asyncio.BaseProtocol):
 
     def resume_writing(self) -> None:
         self._ws.resume_writing()
+
+
+def _makes_plain_futures(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop.create_future()`` is asyncio's or uvloop's own, which return
+    ``asyncio.Future(loop=loop)``: then the pump may make that future itself."""
+    create = type(loop).create_future
+    if create is asyncio.BaseEventLoop.create_future:
+        return True
+    return any(
+        base.__module__ == "uvloop.loop" and base.__name__ == "Loop"
+        and create is base.__dict__.get("create_future")
+        for base in type(loop).__mro__
+    )
 
 
 def websocket_class(loop: asyncio.AbstractEventLoop) -> type[Websocket]:
