@@ -538,16 +538,35 @@ class _BufferedWebsocket(Websocket, asyncio.BufferedProtocol):
     __slots__ = ()
 
 
-class _DirectReads(asyncio.BufferedProtocol):
-    """The transport's protocol while a large payload is read straight into the message (see
-    ``Websocket._large_payload_started``): it reads through the connection's own
-    ``get_buffer``/``buffer_updated`` and gives the transport back to the connection once
-    the payload is complete. Every other callback goes to the connection."""
+class _StandIn(asyncio.BaseProtocol):
+    """A protocol the transport talks to in a connection's place for reading; every other
+    callback goes to the connection."""
 
     __slots__ = ("_ws",)
 
     def __init__(self, ws: Websocket) -> None:
         self._ws = ws
+
+    def eof_received(self) -> bool | None:
+        return self._ws.eof_received()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._ws.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._ws.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._ws.resume_writing()
+
+
+class _DirectReads(_StandIn, asyncio.BufferedProtocol):
+    """The transport's protocol while a large payload is read straight into the message (see
+    ``Websocket._large_payload_started``): it reads through the connection's own
+    ``get_buffer``/``buffer_updated`` and gives the transport back to the connection once
+    the payload is complete."""
+
+    __slots__ = ()
 
     def get_buffer(self, sizehint: int) -> Any:
         return self._ws.get_buffer(sizehint)
@@ -559,45 +578,20 @@ class _DirectReads(asyncio.BufferedProtocol):
         if ws._reader.direct_buffer(1) is None and transport.get_protocol() is self:
             transport.set_protocol(ws)
 
-    def eof_received(self) -> bool | None:
-        return self._ws.eof_received()
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._ws.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._ws.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._ws.resume_writing()
-
-
-class _BufferedReads(asyncio.BaseProtocol):
+class _BufferedReads(_StandIn):
     """The transport's protocol for a connection that reads with data_received where the
     transport reads faster into a buffer (see ``Websocket._read_into_buffer``). It is not an
     ``asyncio.Protocol`` (uvloop reads into a buffer only for those that are not) and holds
     the connection's own bound ``get_buffer`` and ``buffer_updated``, which the transport looks
-    up once: no call goes through this object on the way. Every other callback goes to the
-    connection."""
+    up once: no call goes through this object on the way."""
 
-    __slots__ = ("_ws", "get_buffer", "buffer_updated")
+    __slots__ = ("get_buffer", "buffer_updated")
 
     def __init__(self, ws: Websocket) -> None:
-        self._ws = ws
+        super().__init__(ws)
         self.get_buffer = ws.get_buffer
         self.buffer_updated = ws.buffer_updated
-
-    def eof_received(self) -> bool | None:
-        return self._ws.eof_received()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._ws.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._ws.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._ws.resume_writing()
 
 
 def _makes_plain_futures(loop: asyncio.AbstractEventLoop) -> bool:
