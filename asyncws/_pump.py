@@ -27,7 +27,9 @@ try:
     import cython  # type: ignore[import-not-found, import-untyped, unused-ignore]
 except ImportError:  # Cython is not installed: this module can only run uncompiled.
     # (Not an assignment to ``cython``: compiled, the name is Cython's own.)
-    globals()["cython"] = SimpleNamespace(compiled=False)
+    globals()["cython"] = SimpleNamespace(
+        compiled=False, cclass=lambda cls: cls, freelist=lambda size: lambda cls: cls
+    )
 
 if not cython.compiled:
     # Compiled, _frame_of is the C kernels', and _await_iter, _stop_iteration_with and
@@ -100,6 +102,11 @@ class Sent:
         pass
 
 
+# Compiled, a Receiving comes from a free list instead of the allocator (one per recv()).
+# Cython takes @cython.freelist only in the source, and only above @cython.cclass: in
+# _pump_c.pxd it is ignored, below cclass it is refused. Uncompiled, both do nothing.
+@cython.freelist(8)
+@cython.cclass
 class Receiving:
     """The awaitable ``MessagePump.recv`` returns: either a message already taken from the
     queue (or None once closed), or the waiter future a coming message will resolve, which
@@ -207,16 +214,28 @@ class MessagePump:
         "_reading_direct",
         "_switch_reads",
         "_owner_thread",
+        "_transport_write",
+        "_create_future",
+        "_future_class",
+        "_running_loop",
     )
 
     def __init__(
         self, transport: Any, loop: Any, core: Any, read_buffer: Any, max_queue: int,
-        switch_reads: bool,
+        switch_reads: bool, future_class: Any = None, running_loop: Any = None,
     ) -> None:
         # The thread of the event loop this connection belongs to (see _check_thread).
         self._owner_thread = PyThread_get_thread_ident()
         self._transport = transport
         self._loop = loop
+        # Bound once: the per-message path calls them without looking the method up.
+        self._transport_write = transport.write
+        self._create_future = loop.create_future
+        # Where loop.create_future() only makes a future_class(loop=loop), recv() makes a
+        # future_class() itself while running_loop() is this loop: no call through the loop's
+        # method and no keyword argument (on uvloop, about half what a waiting recv() costs).
+        self._future_class = future_class
+        self._running_loop = running_loop
         # The sans-I/O protocol (``protocol.Protocol``) and its frame reader, which the hot
         # path calls directly: one call per chunk, the protocol only when the reader flags
         # ``attention``.
@@ -284,7 +303,10 @@ class MessagePump:
         self._write_pending()
         # _deliver and _end clear _waiter when they resolve it; a cancelled one is simply
         # replaced here (and _deliver queues instead of resolving a done future).
-        waiter = self._loop.create_future()
+        if self._future_class is not None and self._running_loop() is self._loop:
+            waiter = self._future_class()
+        else:
+            waiter = self._create_future()
         self._waiter = waiter
         self._waiter_iterates = iterating
         return _receiving(None, waiter)
@@ -314,7 +336,7 @@ class MessagePump:
             if self._corked:
                 self._hold(frame, flush)
             else:
-                self._transport.write(frame)
+                self._transport_write(frame)
             if self._write_paused:
                 return self._drain_after_send(flush)
             return _SENT
@@ -355,14 +377,22 @@ class MessagePump:
             self._corked = False
         if msgs:
             waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                # Hand the first message straight to the waiting recv(): no queue round trip.
-                self._waiter = None
-                waiter.set_result(msgs[0])
-                if len(msgs) > 1:
-                    self._push(msgs[1:])
-            else:
+            if waiter is None:
                 self._push(msgs)
+            else:
+                # Hand the first message straight to the waiting recv(): no queue round trip.
+                # Not asked whether it is done first (a call per message): only a cancelled
+                # recv() leaves it done, and then set_result refuses and the message is queued.
+                self._waiter = None
+                try:
+                    waiter.set_result(msgs[0])
+                except Exception:
+                    if not waiter.done():
+                        raise
+                    self._push(msgs)
+                else:
+                    if len(msgs) > 1:
+                        self._push(msgs[1:])
         if attention:
             self._handle_events(len(msgs) > 0)
         return 0
@@ -411,7 +441,7 @@ class MessagePump:
         self._pending = None
         self._pending_size = 0
         if frames and not self._transport.is_closing():
-            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            self._transport_write(frames[0] if len(frames) == 1 else b"".join(frames))
         return 0
 
     def _uncork(self) -> None:
@@ -430,7 +460,7 @@ class MessagePump:
         if PyThread_get_thread_ident() != self._owner_thread:
             self._check_thread()
         self._write_pending()
-        self._transport.write(data)
+        self._transport_write(data)
 
     def _check_thread(self) -> None:
         """Raise RuntimeError unless called on the thread of this connection's event loop:

@@ -42,8 +42,8 @@ cdef class Sent:
     pass
 
 
+# (Its free list is declared in _pump.py: Cython ignores @cython.freelist here.)
 @cython.final
-@cython.freelist(8)
 cdef class Receiving:
     cdef object _value
     cdef object _future
@@ -81,6 +81,10 @@ cdef class MessagePump:
     cdef bint _reading_direct
     cdef public bint _switch_reads
     cdef unsigned long _owner_thread
+    cdef object _transport_write
+    cdef object _create_future
+    cdef object _future_class
+    cdef object _running_loop
 
     cdef Receiving _receive(self, bint iterating)
     cdef int _deliver(self, list msgs) except -1

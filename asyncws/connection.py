@@ -80,7 +80,10 @@ class Websocket(MessagePump, asyncio.Protocol):
             settings = Settings()
         loop = asyncio.get_running_loop()
         switch_reads = not isinstance(self, asyncio.BufferedProtocol)
-        super().__init__(transport, loop, core, _read_buffer(), settings.max_queue, switch_reads)
+        super().__init__(
+            transport, loop, core, _read_buffer(), settings.max_queue, switch_reads,
+            asyncio.Future if _makes_plain_futures(loop) else None, asyncio._get_running_loop,
+        )
         #: Server side: the upgrade request (``method``, ``path`` with the query, ``headers``).
         #: None on a client.
         self.request = request
@@ -108,6 +111,15 @@ class Websocket(MessagePump, asyncio.Protocol):
         self._keepalive_payload: bytes | None = None
         if settings.ping_interval is not None:
             self._keepalive = self._loop.call_later(settings.ping_interval, self._keepalive_ping)
+        if switch_reads and type(transport).__name__ == "_SSLProtocolTransport" and (
+            type(transport).__module__.startswith("uvloop")
+        ):
+            # uvloop's TLS transport hands a data_received protocol each TLS record in a bytes
+            # object of its own, allocated at 256 KiB and shrunk: an mmap, mremap and munmap
+            # per record, that is per message (32k pipelined messages/s where asyncio's TLS
+            # does 300k). Read through get_buffer there, once whoever made this connection
+            # has made it the transport's protocol.
+            self._loop.call_soon(self._read_into_buffer)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -268,6 +280,17 @@ class Websocket(MessagePump, asyncio.Protocol):
         if self._reader.direct_buffer(DIRECT_READ_MIN) is None or self._transport.is_closing():
             return
         self._transport.set_protocol(_DirectReads(self))
+
+    def _read_into_buffer(self) -> None:
+        """Have the transport read through ``get_buffer``/``buffer_updated`` from now on."""
+        transport = self._transport
+        reading = transport.get_protocol()
+        if transport.is_closing() or not (
+            reading is self or (isinstance(reading, _DirectReads) and reading._ws is self)
+        ):
+            return
+        self._switch_reads = False  # get_buffer reads a large payload into the message itself
+        transport.set_protocol(_BufferedReads(self))
 
     def _handle_events(self, delivered: bool) -> None:
         """What receive_data produced besides messages: replies, pongs, failure, closing."""
@@ -515,26 +538,14 @@ class _BufferedWebsocket(Websocket, asyncio.BufferedProtocol):
     __slots__ = ()
 
 
-class _DirectReads(asyncio.BufferedProtocol):
-    """The transport's protocol while a large payload is read straight into the message (see
-    ``Websocket._large_payload_started``): it reads through the connection's own
-    ``get_buffer``/``buffer_updated`` and gives the transport back to the connection once
-    the payload is complete. Every other callback goes to the connection."""
+class _StandIn(asyncio.BaseProtocol):
+    """A protocol the transport talks to in a connection's place for reading; every other
+    callback goes to the connection."""
 
     __slots__ = ("_ws",)
 
     def __init__(self, ws: Websocket) -> None:
         self._ws = ws
-
-    def get_buffer(self, sizehint: int) -> Any:
-        return self._ws.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        ws = self._ws
-        ws.buffer_updated(nbytes)
-        transport = ws._transport
-        if ws._reader.direct_buffer(1) is None and transport.get_protocol() is self:
-            transport.set_protocol(ws)
 
     def eof_received(self) -> bool | None:
         return self._ws.eof_received()
@@ -547,6 +558,53 @@ class _DirectReads(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._ws.resume_writing()
+
+
+class _DirectReads(_StandIn, asyncio.BufferedProtocol):
+    """The transport's protocol while a large payload is read straight into the message (see
+    ``Websocket._large_payload_started``): it reads through the connection's own
+    ``get_buffer``/``buffer_updated`` and gives the transport back to the connection once
+    the payload is complete."""
+
+    __slots__ = ()
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._ws.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        ws = self._ws
+        ws.buffer_updated(nbytes)
+        transport = ws._transport
+        if ws._reader.direct_buffer(1) is None and transport.get_protocol() is self:
+            transport.set_protocol(ws)
+
+
+class _BufferedReads(_StandIn):
+    """The transport's protocol for a connection that reads with data_received where the
+    transport reads faster into a buffer (see ``Websocket._read_into_buffer``). It is not an
+    ``asyncio.Protocol`` (uvloop reads into a buffer only for those that are not) and holds
+    the connection's own bound ``get_buffer`` and ``buffer_updated``, which the transport looks
+    up once: no call goes through this object on the way."""
+
+    __slots__ = ("get_buffer", "buffer_updated")
+
+    def __init__(self, ws: Websocket) -> None:
+        super().__init__(ws)
+        self.get_buffer = ws.get_buffer
+        self.buffer_updated = ws.buffer_updated
+
+
+def _makes_plain_futures(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop.create_future()`` is asyncio's or uvloop's own, which return
+    ``asyncio.Future(loop=loop)``: then the pump may make that future itself."""
+    create = type(loop).create_future
+    if create is asyncio.BaseEventLoop.create_future:
+        return True
+    return any(
+        base.__module__ == "uvloop.loop" and base.__name__ == "Loop"
+        and create is base.__dict__.get("create_future")
+        for base in type(loop).__mro__
+    )
 
 
 def websocket_class(loop: asyncio.AbstractEventLoop, transport: Any = None) -> type[Websocket]:

@@ -9,10 +9,11 @@ figures rank the Python-level work of each implementation, not their wall-clock 
 
     python benchmarks/instructions.py [--n 5000] [--size 256] [--loop uvloop|asyncio]
 
-Implementations: ``asyncws`` (client and server), ``tcp-callback`` (a plain asyncio.Protocol
-echo; the client awaits a future per reply), ``tcp-task`` (the same, but the server is a task
-awaiting a future per message and writing from a coroutine: the shape of an awaitable
-recv()/send() API) and ``picows`` (its callback listener API, when installed).
+Implementations: ``asyncws`` (client and server), ``picows.websockets`` (picows' awaitable,
+websockets-compatible API: its ``serve`` and ``connect``, the same echo), ``tcp-callback`` (a
+plain asyncio.Protocol echo; the client awaits a future per reply), ``tcp-task`` (the same, but
+the server is a task awaiting a future per message and writing from a coroutine: the shape of an
+awaitable recv()/send() API) and ``picows`` (its callback listener API, when installed).
 """
 
 from __future__ import annotations
@@ -39,6 +40,23 @@ async def main(n, size):
         await ws.send(msg)
         await ws.recv()
     await ws.close()
+""",
+    "picows.websockets": """
+from picows.websockets import connect, serve
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+async def main(n, size):
+    srv = await serve(echo, "127.0.0.1", 0, ping_interval=None, max_size=None, compression=None)
+    port = srv.sockets[0].getsockname()[1]
+    ws = await connect(f"ws://127.0.0.1:{port}/", ping_interval=None, max_size=None,
+                       compression=None, proxy=None)
+    msg = b"x" * size
+    for _ in range(n):
+        await ws.send(msg)
+        await ws.recv()
+    await ws.close()
+    srv.close()
 """,
     "tcp-callback": """
 import asyncio

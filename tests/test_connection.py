@@ -295,6 +295,52 @@ def test_cancelled_recv_loses_no_message() -> None:
     run(main())
 
 
+def test_message_for_a_cancelled_recv_is_queued() -> None:
+    # The message arrives while the cancelled recv()'s waiter is still the pump's: it must be
+    # queued for the next recv(), not lost in the cancelled future.
+    async def main() -> None:
+        async with Server() as server:
+            ws = await asyncws.connect(server.url())
+            waiting = asyncio.ensure_future(ws.recv())
+            await asyncio.sleep(0)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await ws.send("after")
+            for _ in range(500):  # until the echo is queued (bounded)
+                if ws._queue:
+                    break
+                await asyncio.sleep(0.01)
+            assert list(ws._queue) == ["after"]
+            assert await ws.recv() == "after"
+            await ws.close()
+
+    run(main())
+
+
+def test_recv_called_while_its_loop_is_not_running() -> None:
+    # recv() makes its waiter at the call. Called from outside the running loop, the waiter
+    # must still belong to the connection's loop, which then runs it.
+    loop = asyncio.new_event_loop()
+    try:
+        server = Server()
+        loop.run_until_complete(asyncio.wait_for(server.__aenter__(), 10))
+        ws = loop.run_until_complete(asyncio.wait_for(asyncws.connect(server.url()), 10))
+        receiving = ws.recv()  # no loop is running here
+
+        async def wait_then_send() -> Any:
+            waiting = asyncio.ensure_future(receiving)
+            await asyncio.sleep(0)  # waiting now waits on the waiter recv() made
+            await ws.send("echoed")
+            return await waiting
+
+        assert loop.run_until_complete(asyncio.wait_for(wait_then_send(), 10)) == "echoed"
+        loop.run_until_complete(asyncio.wait_for(ws.close(), 10))
+        loop.run_until_complete(asyncio.wait_for(server.__aexit__(None, None, None), 10))
+    finally:
+        loop.close()
+
+
 def test_connect_refused_by_http_server() -> None:
     async def http_403(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

@@ -63,3 +63,38 @@ def test_large_messages_read_straight_into_the_message_on_uvloop() -> None:
         await asyncio.wait_for(main(), 20)
 
     uvloop.run(bounded())
+
+
+def test_tls_on_uvloop_reads_into_the_buffer(contexts) -> None:
+    # uvloop's TLS transport gives a data_received protocol each TLS record in a fresh 256 KiB
+    # bytes object; a connection there hands the transport a buffered stand-in instead. Both
+    # sides must switch, messages must come out the same, and reading paused at max_queue must
+    # resume with what the transport already decrypted (the peer waits for the answers).
+    server_ctx, client_ctx = contexts
+    seen: list[str] = []
+
+    async def handler(ws: asyncws.Websocket) -> None:
+        async for msg in ws:
+            seen.append(type(ws.writer.get_protocol()).__name__)
+            await ws.send(msg)
+
+    async def main() -> None:
+        async with Server(handler, ssl=server_ctx, max_size=None) as server:
+            ws = await asyncws.connect(
+                server.url(scheme="wss"), ssl=client_ctx, max_size=None, max_queue=4
+            )
+            for payload in ["text", b"\x00" * 300000, "é" * 70000, b"small"]:
+                await ws.send(payload)
+                assert await ws.recv() == payload
+            assert type(ws.writer.get_protocol()).__name__ == "_BufferedReads"
+            for i in range(200):  # far past max_queue: the client pauses reading
+                await ws.send(str(i))
+            assert [await ws.recv() for _ in range(200)] == [str(i) for i in range(200)]
+            await ws.close()
+            assert ws.close_code == 1000 and await ws.recv() is None
+        assert seen[1:] == ["_BufferedReads"] * (len(seen) - 1) and len(seen) == 204
+
+    async def bounded() -> None:
+        await asyncio.wait_for(main(), 20)
+
+    uvloop.run(bounded())
