@@ -426,6 +426,29 @@ def test_missing_extension_falls_back_with_a_warning() -> None:
     assert out.stdout.split() == ["False"] and out.stderr == ""
 
 
+def test_fallback_runs_without_cython_installed() -> None:
+    # A user without a compiler usually has no Cython either: the uncompiled pump must not
+    # need it. An echo through a real server and client, with Cython made unimportable.
+    code = (
+        "import sys; sys.modules['cython'] = None\n"
+        "import asyncio, asyncws\n"
+        "async def main():\n"
+        "    async def echo(ws):\n"
+        "        async for m in ws: await ws.send(m)\n"
+        "    srv = await asyncws.start_server(echo, '127.0.0.1', 0)\n"
+        "    port = srv.sockets[0].getsockname()[1]\n"
+        "    async with asyncws.connect(f'ws://127.0.0.1:{port}/') as ws:\n"
+        "        await ws.send('no cython'); print(await ws.recv())\n"
+        "    srv.close(); await srv.wait_closed()\n"
+        "asyncio.run(main()); print(asyncws.HAS_SPEEDUPS)\n"
+    )
+    env = dict(os.environ, ASYNCWS_NO_SPEEDUPS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.split("\n")[:2] == ["no cython", "False"], out.stderr
+
+
 def test_streamed_messages_agree_between_backends() -> None:
     """stream_next_message() at every point of a stream: both kernels hand out the same pieces,
     and the pieces always add up to the message."""
