@@ -35,12 +35,13 @@ if not cython.compiled:
     # Compiled, _frame_of is the C kernels', and _await_iter, _stop_iteration_with and
     # PyThread_get_thread_ident are C (all declared in _pump_c.pxd); run as it is, this module
     # is the pure-Python backend's pump and takes the pure-Python kernels.
+    from operator import methodcaller
     from threading import get_ident as PyThread_get_thread_ident
 
     from ._purepython import build_frame as _frame_of
 
-    def _await_iter(future: Any) -> Any:
-        return future.__await__()
+    # future.__await__(), called from C: no Python frame per awaited recv().
+    _await_iter = methodcaller("__await__")
 
     def _stop_iteration_with(value: Any) -> None:
         raise StopIteration(value)

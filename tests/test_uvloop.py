@@ -79,9 +79,11 @@ def test_tls_on_uvloop_reads_into_the_buffer(contexts) -> None:
             await ws.send(msg)
 
     async def main() -> None:
-        async with Server(handler, ssl=server_ctx, max_size=None) as server:
+        # uvloop's own TLS transport, not aiofastnet's (transport="auto" picks that for TLS).
+        async with Server(handler, ssl=server_ctx, max_size=None, transport="asyncio") as server:
             ws = await asyncws.connect(
-                server.url(scheme="wss"), ssl=client_ctx, max_size=None, max_queue=4
+                server.url(scheme="wss"), ssl=client_ctx, max_size=None, max_queue=4,
+                transport="asyncio",
             )
             for payload in ["text", b"\x00" * 300000, "é" * 70000, b"small"]:
                 await ws.send(payload)
